@@ -1,0 +1,1 @@
+"""Readers and writers of the official archive formats of each dataset."""

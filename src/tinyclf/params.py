@@ -1,0 +1,307 @@
+"""The only reader of params.yaml: typed, validated parameter objects with one-line errors.
+
+Every key is declared once below (type, allowed values or range). Loading checks the whole file
+before any stage does work, so a typo or a wrong value fails in one line naming the key:
+
+    ParamsError: params.yaml: unknown key 'train.learning_rate' (did you mean 'train.lr'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("tiny-imagenet", "cifar10")
+# Official archives (DESIGN.md): URL, file name under data/raw/, md5.
+OFFICIAL = {
+    "tiny-imagenet": {
+        "url": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        "filename": "tiny-imagenet-200.zip",
+        "md5": "90528d7ca1a48142e341f4ef8d21d0de",
+    },
+    "cifar10": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "filename": "cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+    },
+}
+NATIVE_IMAGE_SIZE = {"tiny-imagenet": 64, "cifar10": 32}
+
+
+# Names users bring from other tools; difflib alone would not map them to ours.
+SYNONYMS = {
+    "learning_rate": "lr", "optimizer": "opt", "scheduler": "sched", "lr_scheduler": "sched",
+    "num_epochs": "epochs", "wd": "weight_decay", "bs": "batch_size", "model_name": "model",
+    "arch": "model", "num_workers": "workers", "smoothing": "label_smoothing", "amp": "precision",
+}
+
+
+class ParamsError(ValueError):
+    """A parameter file that cannot be used; the message names the key."""
+
+
+def _spec(*, choices=None, ge=None, gt=None, le=None, lt=None, pattern=None, length=None):
+    """Field metadata: constraints checked by the loader."""
+    return {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "pattern": pattern, "length": length}
+
+
+def _f(default, **constraints):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=_spec(**constraints))
+    return field(default=default, metadata=_spec(**constraints))
+
+
+@dataclass(frozen=True)
+class DataParams:
+    dataset: str = _f("tiny-imagenet", choices=DATASETS)
+    image_size: int = _f(0, ge=0, le=1024)
+
+    def resolved_image_size(self) -> int:
+        """The side length of prepared images: image_size, or the dataset's native size when 0."""
+        return self.image_size or NATIVE_IMAGE_SIZE[self.dataset]
+
+
+@dataclass(frozen=True)
+class GeneratedParams:
+    num_classes: int = _f(10, ge=2, le=200)
+    train_per_class: int = _f(100, ge=1, le=5000)
+    val_per_class: int = _f(20, ge=1, le=1000)
+    test_images: int = _f(20, ge=0, le=10000)
+    seed: int = _f(0, ge=0)
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    source: str = _f("official")
+    md5: str = _f("", pattern=r"(|[0-9a-fA-F]{32})")
+    retries: int = _f(5, ge=1, le=100)
+    timeout: float = _f(60.0, gt=0)
+    generated: GeneratedParams = field(default_factory=GeneratedParams)
+
+    @property
+    def kind(self) -> str:
+        """official | generated | url | path."""
+        if self.source in ("official", "generated"):
+            return self.source
+        if re.match(r"^https?://", self.source):
+            return "url"
+        return "path"
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    workers: int = _f(0, ge=0, le=256)
+    on_corrupt: str = _f("fail", choices=("fail", "skip"))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: str = _f("tiny_resnet50")
+    epochs: int = _f(150, ge=1, le=10000)
+    batch_size: int = _f(512, ge=1)
+    lr: float = _f(0.1, gt=0)
+    opt: str = _f("sgd")
+    momentum: float = _f(0.9, ge=0, lt=1)
+    weight_decay: float = _f(5e-4, ge=0)
+    sched: str = _f("cosine", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh"))
+    warmup_epochs: int = _f(5, ge=0)
+    warmup_lr: float = _f(1e-5, ge=0)
+    min_lr: float = _f(1e-6, ge=0)
+    cooldown_epochs: int = _f(0, ge=0)
+    decay_epochs: int = _f(30, ge=1)
+    decay_rate: float = _f(0.1, gt=0, le=1)
+    label_smoothing: float = _f(0.1, ge=0, lt=1)
+    mixup: float = _f(0.2, ge=0)
+    cutmix: float = _f(1.0, ge=0)
+    mixup_prob: float = _f(1.0, ge=0, le=1)
+    mixup_switch_prob: float = _f(0.5, ge=0, le=1)
+    ema: bool = _f(True)
+    ema_decay: float = _f(0.9998, gt=0, lt=1)
+    save_weights: str = _f("ema", choices=("ema", "raw"))
+    clip_grad: float = _f(0.0, ge=0)
+    accum_steps: int = _f(1, ge=1, le=1024)
+    crop: str = _f("random_resized_crop", choices=("pad_crop", "random_resized_crop"))
+    pad: int = _f(4, ge=0, le=64)
+    rrc_scale: list = _f([0.35, 1.0], length=2)
+    hflip: float = _f(0.5, ge=0, le=1)
+    color_jitter: float = _f(0.0, ge=0, le=1)
+    policy: str = _f("none", choices=("none", "trivial_augment", "randaugment"))
+    random_erasing: float = _f(0.0, ge=0, le=1)
+    aug_backend: str = _f("workers", choices=("workers", "batched"))
+    precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    channels_last: bool = _f(True)
+    compile: bool = _f(False)
+    workers: int = _f(2, ge=0, le=256)
+    prefetch_factor: int = _f(4, ge=1, le=64)
+    nproc_per_node: int = _f(1, ge=1, le=1024)
+    sync_bn: bool = _f(False)
+    seed: int = _f(42, ge=0)
+    deterministic: bool = _f(False)
+    checkpoint_every_steps: int = _f(0, ge=0)
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = _f(256, ge=1)
+    workers: int = _f(2, ge=0, le=256)
+    tta_flip: bool = _f(False)
+    ece_bins: int = _f(15, ge=1, le=1000)
+    misclassified_examples: int = _f(24, ge=0, le=400)
+    confused_pairs: int = _f(20, ge=1, le=1000)
+
+
+@dataclass(frozen=True)
+class SummarizeParams:
+    highlight_classes: int = _f(10, ge=1, le=200)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    download: DownloadParams = field(default_factory=DownloadParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    summarize: SummarizeParams = field(default_factory=SummarizeParams)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_cross_field(params: Params, where: str) -> None:
+    """Constraints that involve more than one key."""
+    t, d, g = params.train, params.data, params.download.generated
+    if params.download.kind == "generated" and d.dataset == "cifar10" and g.num_classes != 10:
+        raise ParamsError(
+            f"{where}: download.generated.num_classes must be 10 for data.dataset=cifar10 "
+            f"(the CIFAR-10 format has exactly 10 classes), got {g.num_classes}"
+        )
+    lo, hi = t.rrc_scale
+    if not (0 < lo <= hi <= 1):
+        raise ParamsError(f"{where}: train.rrc_scale must be [min, max] with 0 < min <= max <= 1, got {t.rrc_scale}")
+    if t.min_lr > t.lr:
+        raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
+
+
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp, key: str, where: str) -> Any:
+    # bool is a subclass of int in Python: reject `epochs: true` and `ema: 1` explicitly.
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept numeric strings of that shape.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is list:
+        if isinstance(value, list):
+            return value
+    raise ParamsError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_constraints(value: Any, meta: dict, key: str, where: str) -> None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        hint = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ParamsError(f"{where}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}{extra}")
+    for op, ok, text in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = meta.get(op)
+        if bound is not None and not ok(value, bound):
+            raise ParamsError(f"{where}: {key} must be {text} {bound}, got {value!r}")
+    if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], value):
+        raise ParamsError(f"{where}: {key} has an invalid value {value!r}")
+    if meta.get("length") is not None:
+        if len(value) != meta["length"] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ParamsError(f"{where}: {key} must be a list of {meta['length']} numbers, got {value!r}")
+
+
+def _build(cls, raw: Any, prefix: str, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: {prefix or 'the file'} must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            close = [SYNONYMS[key]] if SYNONYMS.get(key) in fields else difflib.get_close_matches(
+                str(key), list(fields), n=1, cutoff=0.5)
+            extra = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise ParamsError(f"{where}: unknown key '{full}'{extra}")
+    kwargs = {}
+    for name, f in fields.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw.get(name), f"{key}.", where)
+            continue
+        if name not in raw:
+            continue  # the dataclass default applies
+        value = _coerce(raw[name], tp, key, where)
+        _check_constraints(value, f.metadata, key, where)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def params_from_dict(raw: Any, where: str = "params") -> Params:
+    """Validate a nested dict (as read from YAML) into Params; raise ParamsError naming the key."""
+    params = _build(Params, raw, "", where)
+    _check_cross_field(params, where)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml. Raises ParamsError (one line, names the key) on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such parameter file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    return params_from_dict(raw, where=str(path))
+
+
+def official_archive(dataset: str) -> dict:
+    """URL, file name and md5 of the dataset's published archive."""
+    return OFFICIAL[dataset]
+
+
+def archive_filename(dataset: str) -> str:
+    """The name the download stage gives the archive under data/raw/ (the official one, whatever the source)."""
+    return OFFICIAL[dataset]["filename"]
