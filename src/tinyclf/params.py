@@ -190,6 +190,11 @@ def _check_cross_field(params: Params, where: str) -> None:
     lo, hi = t.rrc_scale
     if not (0 < lo <= hi <= 1):
         raise ParamsError(f"{where}: train.rrc_scale must be [min, max] with 0 < min <= max <= 1, got {t.rrc_scale}")
+    if t.aug_backend == "batched" and (t.policy != "none" or t.color_jitter > 0):
+        raise ParamsError(
+            f"{where}: train.aug_backend=batched does crop and flip only; "
+            "set train.policy=none and train.color_jitter=0, or use train.aug_backend=workers"
+        )
     if t.min_lr > t.lr:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
 

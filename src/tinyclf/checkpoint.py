@@ -1,0 +1,144 @@
+"""The resume checkpoint `checkpoints/last.pt`: atomic save, weights_only load, and the refusal of
+a checkpoint made with parameters that change the result.
+
+One file, written by rank 0, holding:
+  format, fingerprint, complete (the run finished), epoch (epochs completed), update (optimizer
+  steps in total), micro_in_epoch (micro-batches of epoch `epoch` already consumed: 0 at an epoch
+  boundary), model / ema / optimizer / scheduler / scaler state dicts, world_size, and `ranks`: one
+  entry per rank (gathered to rank 0) with that rank's RNG states (torch CPU, CUDA, numpy, python)
+  and its running sums of the unfinished epoch.
+Everything is a tensor or a plain type, so `torch.load(weights_only=True)` reads it.
+
+What to do with an existing checkpoint (`resume_decision`):
+- no file, or a `complete` one (the previous run finished: nothing to resume, and a finished run
+  must never be continued under new params) -> start fresh;
+- an unfinished one with the same fingerprint -> resume;
+- an unfinished one with a different fingerprint -> refuse, naming the keys that differ.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyclf import atomic
+
+CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
+CHECKPOINT_NAME = "last.pt"
+# train keys that change only speed or bookkeeping, not the numbers a run produces. Every other
+# train key and the whole data section are in the fingerprint.
+NOT_IN_FINGERPRINT = frozenset({
+    "workers", "prefetch_factor", "compile", "channels_last", "nproc_per_node",
+    "checkpoint_every_steps", "deterministic",
+})
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (unreadable, foreign, or made with other params); one line."""
+
+
+def fingerprint(params: Any, stats: dict, num_classes: int) -> dict:
+    """Flat {key: value} of everything that changes the result of a run.
+
+    The data and train params (less NOT_IN_FINGERPRINT) plus what the prepared data says about itself,
+    because the same params can point at other data (official vs generated download).
+    """
+    d = params.to_dict()
+    out: dict[str, Any] = {f"data.{k}": v for k, v in d["data"].items()}
+    out.update({f"train.{k}": v for k, v in d["train"].items() if k not in NOT_IN_FINGERPRINT})
+    out["prepared.dataset"] = stats.get("dataset")
+    out["prepared.generated"] = bool(stats.get("generated"))
+    out["prepared.image_size"] = list(stats.get("image_size", []))
+    out["prepared.num_classes"] = int(num_classes)
+    out["prepared.train_count"] = int(stats.get("splits", {}).get("train", {}).get("count", -1))
+    out["prepared.mean"] = [round(float(x), 6) for x in stats.get("mean", [])]
+    out["prepared.std"] = [round(float(x), 6) for x in stats.get("std", [])]
+    return out
+
+
+def fingerprint_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every key whose value differs (or exists on one side only)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            diffs.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    return diffs
+
+
+def checkpoint_path(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / CHECKPOINT_NAME
+
+
+def save(path: str | Path, state: dict) -> None:
+    """Write atomically: a kill at any moment leaves the previous checkpoint or the new one, never half."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def load(path: str | Path) -> dict:
+    """Read a checkpoint with weights_only=True; CheckpointError naming the path when it is not one."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint") from None
+    except Exception as exc:  # truncated zip, foreign pickle, …: the message names the file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                              f"delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a tinyclf checkpoint; delete it to start over")
+    return state
+
+
+def resume_decision(path: str | Path, current_fingerprint: dict) -> dict | None:
+    """The checkpoint to resume from, or None to start fresh; CheckpointError when it must be refused."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    state = load(path)
+    if state.get("complete"):
+        return None
+    diffs = fingerprint_diff(state.get("fingerprint", {}), current_fingerprint)
+    if diffs:
+        raise CheckpointError(
+            f"{path} is from an unfinished run with other parameters that change the result "
+            f"({'; '.join(diffs)}): delete {path.parent}/ to start over, or restore those parameters to resume it"
+        )
+    return state
+
+
+# ------------------------------------------------------------------------------------ RNG states
+def capture_rng() -> dict:
+    """This process's RNG states as tensors and plain types (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    out = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return out
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,104 @@
+"""The `tinyclf` command: small tools around the pipeline (the pipeline itself runs with `dvc repro`).
+
+    tinyclf check-params [params.yaml]     validate a parameter file, one line per problem
+    tinyclf info models/model.pt           what a model file holds: architecture, data, metrics source
+    tinyclf predict models/model.pt a.jpg  top-5 classes of images with a trained model
+    tinyclf quickstart                     the whole pipeline on generated data (same as make quickstart)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _check_params(args) -> int:
+    from tinyclf.params import load_params
+
+    params = load_params(args.path)
+    print(f"{args.path}: ok ({params.data.dataset}, source {params.download.source}, model {params.train.model})")
+    return 0
+
+
+def _info(args) -> int:
+    from tinyclf.models import count_parameters, load_model_file
+
+    model, meta = load_model_file(args.model)
+    size = meta["image_size"]
+    print(f"{args.model}")
+    print(f"  model        {meta['model']} ({count_parameters(model):,} parameters, {meta['weights']} weights)")
+    print(f"  data         {meta['dataset']}{' (GENERATED)' if meta['generated'] else ''}, "
+          f"{meta['num_classes']} classes, {size}x{size} px")
+    print(f"  trained      {meta.get('epochs_trained')} epochs")
+    env = meta.get("environment", {})
+    print(f"  environment  torch {env.get('torch')}, timm {env.get('timm')}, device {env.get('device')}")
+    return 0
+
+
+def _predict(args) -> int:
+    import cv2
+    import numpy as np
+    import torch
+
+    from tinyclf.models import load_model_file
+
+    model, meta = load_model_file(args.model)
+    model.eval()
+    size = meta["image_size"]
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    names = [c["name"] for c in meta["classes"]]
+    for path in args.images:
+        data = np.fromfile(path, dtype=np.uint8) if Path(path).is_file() else None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+        if image is None:
+            print(f"tinyclf predict: cannot read an image from {path}", file=sys.stderr)
+            return 1
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if image.shape[:2] != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255)
+        with torch.no_grad():
+            probs = model((x - mean) / std).softmax(dim=1)[0]
+        top = probs.topk(min(5, len(names)))
+        print(path)
+        for p, i in zip(top.values.tolist(), top.indices.tolist()):
+            print(f"  {p:6.1%}  {names[i]}")
+    return 0
+
+
+def _quickstart(args) -> int:
+    from tinyclf.quickstart import main as quickstart_main
+
+    return quickstart_main([])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tinyclf.models import ModelError, ModelFileError
+    from tinyclf.params import ParamsError
+
+    parser = argparse.ArgumentParser(prog="tinyclf", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check-params", help="validate a params.yaml")
+    p.add_argument("path", nargs="?", default="params.yaml")
+    p.set_defaults(func=_check_params)
+    p = sub.add_parser("info", help="describe a trained model file")
+    p.add_argument("model", nargs="?", default="models/model.pt")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("predict", help="top-5 predictions for image files")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=_predict)
+    p = sub.add_parser("quickstart", help="run the pipeline on a small generated dataset")
+    p.set_defaults(func=_quickstart)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ParamsError, ModelError, ModelFileError) as exc:
+        print(f"tinyclf {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

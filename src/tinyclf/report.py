@@ -1,0 +1,530 @@
+"""The summarize stage: a readable report and a model card from what the earlier stages wrote.
+
+Reads only: the prepared `classes.json`/`stats.json`, the model file, the train stage's DVCLive
+directory (+ `run.json`), the evaluate stage's outputs and the params. Writes `report.md`,
+`model_card.md` and `training_curves.png`. Nothing in them depends on the clock or on where the
+repository lives (no timestamps, no absolute paths), so unchanged inputs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyclf import arrays, atomic, plots
+from tinyclf.models import format_model_table, load_model_file, model_table
+from tinyclf.params import Params
+
+# The result this project reproduces (README): the reference ResNet-50 on Tiny ImageNet.
+REFERENCE_TOP1 = 0.70
+REFERENCE_TEXT = "70% top-1 on the Tiny ImageNet validation set with the reference ResNet-50, about 50 minutes on 3× NVIDIA A40"
+CURVES_FILE = "training_curves.png"
+GENERATED_BANNER = (
+    "> **⚠ Trained on GENERATED data — not a Tiny ImageNet result.** The images are synthetic "
+    "(download.source: generated); the numbers below show that the pipeline works end to end and "
+    "say nothing about accuracy on real images."
+)
+
+
+class ReportError(ValueError):
+    """An input the report needs is missing or unreadable; the message names the file."""
+
+
+@dataclass
+class Inputs:
+    """Everything the report is made of, read once."""
+
+    params: Params
+    classes: dict
+    stats: dict
+    meta: dict
+    table: dict
+    train_summary: dict
+    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    run: dict | None
+    metrics: dict
+    speed: dict
+    per_class: dict
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path}: missing ({what})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_dvclive_series(train_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every DVCLive metric series under `<train_dir>/plots/metrics/` as {"val/top1": (steps, values)}.
+
+    DVCLive writes one TSV per metric, named after it (`val/top1` -> `val/top1.tsv`), with a `step`
+    column and a column named after the metric's last part.
+    """
+    base = Path(train_dir) / "plots" / "metrics"
+    series = {}
+    for tsv in sorted(base.rglob("*.tsv")):
+        name = tsv.relative_to(base).with_suffix("").as_posix()
+        with tsv.open(newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        value_key = name.rsplit("/", 1)[-1]
+        if value_key not in rows[0]:
+            continue
+        steps = np.array([int(r["step"]) for r in rows])
+        values = np.array([float(r[value_key]) for r in rows])
+        series[name] = (steps, values)
+    return series
+
+
+def epochs_from_steps(steps: np.ndarray) -> np.ndarray:
+    """DVCLive steps as 1-based epochs: training logs one step per epoch, DVCLive counts from 0."""
+    return steps + 1 if len(steps) and steps.min() == 0 else steps
+
+
+def read_inputs(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
+                evaluate_dir: str | Path, params: Params) -> Inputs:
+    """Read and check every input; raises ReportError / PreparedDataError / ModelFileError naming the file."""
+    prepared_dir, train_dir, evaluate_dir = Path(prepared_dir), Path(train_dir), Path(evaluate_dir)
+    classes = arrays.load_classes(prepared_dir)
+    stats = arrays.load_stats(prepared_dir)
+    model, meta = load_model_file(model_path)
+    table = model_table(model, int(meta["image_size"]))
+    if not train_dir.is_dir():
+        raise ReportError(f"{train_dir}: missing (the train stage's DVCLive directory)")
+    train_summary = _read_json(train_dir / "metrics.json", "the train stage's DVCLive summary")
+    run_path = train_dir / "run.json"
+    run = _read_json(run_path, "training timing and hardware") if run_path.exists() else None
+    return Inputs(
+        params=params, classes=classes, stats=stats, meta=meta, table=table,
+        train_summary=train_summary, series=read_dvclive_series(train_dir), run=run,
+        metrics=_read_json(evaluate_dir / "metrics.json", "the evaluate stage's metrics"),
+        speed=_read_json(evaluate_dir / "speed.json", "the evaluate stage's timing"),
+        per_class=_read_json(evaluate_dir / "per_class.json", "the evaluate stage's per-class accuracy"),
+    )
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def flatten(tree: dict, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + sep, sep))
+        else:
+            out[name] = value
+    return out
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return f'"{value}"' if value == "" else value
+    if value is None:
+        return "—"
+    return json.dumps(value)
+
+
+def _source_text(source: str) -> str:
+    """download.source for the report: a local path shows only its file name (no absolute paths)."""
+    if source in ("official", "generated") or source.startswith(("http://", "https://")):
+        return source
+    return f"a local archive ({Path(source).name})"
+
+
+def _macs_text(macs: int) -> str:
+    return f"{macs / 1e9:.2f} G" if macs >= 1e9 else f"{macs / 1e6:.2f} M"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.2f}%"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or "|" + "|".join("---" for _ in header) + "|"
+    lines = ["| " + " | ".join(header) + " |", align]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def params_differences(params: Params) -> list[tuple[str, Any, Any]]:
+    """(key, default, value) for every key whose value differs from the dataclass default."""
+    defaults, current = flatten(Params().to_dict()), flatten(params.to_dict())
+    rows = []
+    for key in current:
+        if current[key] != defaults.get(key):
+            default, value = defaults.get(key), current[key]
+            if key == "download.source":
+                default, value = _source_text(default), _source_text(value)
+            rows.append((key, default, value))
+    return rows
+
+
+def reference_verdict(top1: float) -> str:
+    points = (top1 - REFERENCE_TOP1) * 100
+    if abs(points) < 0.005:
+        return "matches the reference 70% top-1"
+    word = "beats" if points > 0 else "falls short of"
+    return f"{word} the reference 70% top-1 by {abs(points):.2f} points"
+
+
+def comparability_note(dataset: str, generated: bool) -> str | None:
+    if generated:
+        return "Not comparable: this model was trained and evaluated on generated data, not Tiny ImageNet."
+    if dataset != "tiny-imagenet":
+        return f"Not comparable: the reference is a Tiny ImageNet result and this run used {dataset}."
+    return None
+
+
+def _split_counts(stats: dict) -> dict[str, int]:
+    return {split: int(info.get("count", 0)) for split, info in stats.get("splits", {}).items()}
+
+
+def _ranked_classes(per_class: dict) -> list[dict]:
+    scored = [c for c in per_class["classes"] if c.get("accuracy") is not None]
+    return sorted(scored, key=lambda c: (-c["accuracy"], c["index"]))
+
+
+# Readable names for the keys of the train stage's run.json; unknown keys are shown as they are.
+RUN_LABELS = {
+    "device": "training device",
+    "device_type": "device type",
+    "device_count": "GPUs",
+    "world_size": "processes (world size)",
+    "nodes": "nodes",
+    "precision": "precision",
+    "compile": "torch.compile",
+    "channels_last": "channels_last",
+    "aug_backend": "augmentation backend",
+    "epochs": "epochs",
+    "train_seconds": "training seconds (timed epochs)",
+    "train_images": "training images processed",
+    "images_per_s": "training images/s",
+}
+RUN_SKIP = ("generated",)  # said loudly elsewhere
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _value_text(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _timing_facts(inputs: Inputs) -> list[tuple[str, str]]:
+    """Training and evaluation timing: run.json (whatever keys it holds), DVCLive, speed.json."""
+    rows: list[tuple[str, str]] = []
+    if inputs.run is None:
+        rows.append(("training run facts", "not recorded (run.json missing in the train directory)"))
+    else:
+        facts = flatten(inputs.run)
+        # Known keys in a reading order (run.json itself is written with sorted keys), then the rest.
+        for key in [k for k in RUN_LABELS if k in facts] + sorted(k for k in facts if k not in RUN_LABELS):
+            if key not in RUN_SKIP:
+                rows.append((RUN_LABELS.get(key, key), _number_text(facts[key])))
+        seconds = inputs.run.get("train_seconds")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            rows.append(("training time", f"{seconds / 60:.1f} min (reference: about 50 min on 3× NVIDIA A40)"))
+    for name, label in (("images_per_s", "training images/s per epoch (DVCLive)"),
+                        ("epoch_time_s", "training seconds per epoch (DVCLive)")):
+        if name in inputs.series:
+            values = inputs.series[name][1]
+            rows.append((label, f"mean {values.mean():,.1f}, last {values[-1]:,.1f} over {len(values)} epochs"))
+    speed = inputs.speed
+    ips = speed.get("images_per_s")
+    rows.append(("evaluation images/s", "—" if ips is None else f"{ips:,.1f}"))
+    rows.append(("evaluation seconds", f"{speed.get('seconds', 0):,.2f}"))
+    rows.append(("evaluation device", str(speed.get("device", "—"))))
+    return rows
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def _dataset_section(inputs: Inputs) -> str:
+    p, stats, classes = inputs.params, inputs.stats, inputs.classes
+    generated = bool(classes["generated"])
+    counts = _split_counts(stats)
+    h, w = stats["image_size"]
+    lines = [
+        "## Dataset",
+        "",
+        f"- **Dataset:** {classes['dataset']} — {len(classes['classes'])} classes, {h}×{w} pixels"
+        + (" (**generated**, synthetic images)" if generated else " (real images)"),
+        f"- **Source:** download.source = {_source_text(p.download.source)}",
+        "- **Images:** " + ", ".join(f"{split} {n:,}" for split, n in counts.items()),
+    ]
+    for split, info in stats.get("splits", {}).items():
+        converted = {k: v for k, v in info.get("converted", {}).items() if v}
+        notes = []
+        if converted:
+            notes.append("converted to RGB: " + ", ".join(f"{v} {k}" for k, v in sorted(converted.items())))
+        if info.get("resized"):
+            notes.append(f"{info['resized']} resized")
+        if info.get("skipped"):
+            notes.append(f"{len(info['skipped'])} skipped as undecodable")
+        if notes:
+            lines.append(f"- **{split}:** " + "; ".join(notes))
+    mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
+    std = ", ".join(f"{v:.4f}" for v in stats["std"])
+    lines.append(f"- **Normalization (train split, 0–1 scale):** mean [{mean}], std [{std}]")
+    return "\n".join(lines) + "\n"
+
+
+def _params_section(inputs: Inputs) -> str:
+    diffs = params_differences(inputs.params)
+    out = ["## Parameters that differ from the defaults", ""]
+    if not diffs:
+        out.append("None: every key in params.yaml has its default value (see `tinyclf.params`).")
+        return "\n".join(out) + "\n"
+    out.append("Defaults are those of `tinyclf.params.Params()`; everything not listed has its default value.")
+    out.append("")
+    out.append(_md_table(["key", "default", "value"],
+                         [[f"`{k}`", _value_text(d), _value_text(v)] for k, d, v in diffs]).rstrip("\n"))
+    return "\n".join(out) + "\n"
+
+
+def _model_section(inputs: Inputs) -> str:
+    meta, table = inputs.meta, inputs.table
+    macs = table["total_mult_adds"]
+    lines = [
+        "## Model",
+        "",
+        f"- **Architecture:** `{meta['model']}`, {meta['num_classes']} classes, "
+        f"{meta['image_size']}×{meta['image_size']} input",
+        f"- **Parameters:** {table['total_params']:,} ({table['trainable_params']:,} trainable); "
+        f"mult-adds per image: {_macs_text(macs)}",
+        f"- **Weights saved:** {meta['weights']} (EMA when `ema`), after {meta['epochs_trained']} epochs",
+        "",
+        "Layer table for one image (torchinfo style; containers show the totals of what they hold):",
+        "",
+        format_model_table(table).rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _training_section(inputs: Inputs) -> str:
+    lines = ["## Training", "", f"![Training curves]({CURVES_FILE})", ""]
+    # DVCLive nests "val/top1" as {"val": {"top1": …}}: flatten back to the logged names.
+    summary = flatten({k: v for k, v in inputs.train_summary.items() if k != "step"}, sep="/")
+    if summary:
+        lines.append("Last logged values (DVCLive `metrics.json`):")
+        lines.append("")
+        lines.append(_md_table(["metric", "value"],
+                               [[k, f"{v:.4g}" if isinstance(v, float) else _value_text(v)]
+                                for k, v in sorted(summary.items())]).rstrip("\n"))
+    else:
+        lines.append("No training metrics were logged.")
+    return "\n".join(lines) + "\n"
+
+
+def _results_section(inputs: Inputs, plots_rel: str) -> str:
+    m, classes = inputs.metrics, inputs.classes
+    note = comparability_note(classes["dataset"], bool(m.get("generated", classes["generated"])))
+    tta = "with horizontal-flip test-time augmentation" if m.get("tta_flip") else "without test-time augmentation"
+    lines = [
+        "## Results",
+        "",
+        f"Evaluated on all {m['num_images']:,} validation images, {tta}.",
+        "",
+        _md_table(["metric", "value"], [
+            ["top-1 accuracy", _pct(m["top1"])],
+            ["top-5 accuracy" + (f" (top-{min(5, len(classes['classes']))})" if len(classes["classes"]) < 5 else ""),
+             _pct(m["top5"])],
+            ["mean per-class accuracy", _pct(m["mean_class_accuracy"])],
+            ["cross-entropy loss", f"{m['loss']:.4f}"],
+            ["expected calibration error", f"{m['ece']:.4f}"],
+        ]).rstrip("\n"),
+        "",
+        f"**Against the reference** — {REFERENCE_TEXT}: this model reaches {_pct(m['top1'])} top-1 and "
+        f"**{reference_verdict(m['top1'])}**.",
+    ]
+    if note:
+        lines += ["", f"_{note}_"]
+    lines += [
+        "",
+        f"![Per-class accuracy]({plots_rel}/per_class_accuracy.png)",
+        "",
+        f"![Most confused pairs]({plots_rel}/confused_pairs.png)",
+        "",
+        f"![Confusion matrix]({plots_rel}/confusion_matrix.png)",
+        "",
+        f"![Misclassified examples]({plots_rel}/misclassified.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _highlights_section(inputs: Inputs) -> str:
+    ranked = _ranked_classes(inputs.per_class)
+    k = min(inputs.params.summarize.highlight_classes, len(ranked))
+    # With few classes the best and worst lists would overlap: split them instead.
+    k_best = k if 2 * k <= len(ranked) else (len(ranked) + 1) // 2
+    k_worst = k if 2 * k <= len(ranked) else len(ranked) // 2
+
+    def rows(items):
+        return [[c["index"], f"`{c['id']}`", c["name"], _pct(c["accuracy"]), f"{c['correct']}/{c['count']}"]
+                for c in items]
+
+    header = ["index", "id", "name", "accuracy", "correct"]
+    lines = ["## Per-class highlights", "", f"Best {k_best} classes:", "", _md_table(header, rows(ranked[:k_best])).rstrip("\n")]
+    if k_worst:
+        lines += ["", f"Worst {k_worst} classes:", "", _md_table(header, rows(ranked[::-1][:k_worst])).rstrip("\n")]
+    pairs = inputs.per_class.get("confused_pairs", [])[:k]
+    if pairs:
+        lines += ["", "Most confused pairs (true → predicted):", "",
+                  _md_table(["true", "predicted", "images"],
+                            [[p["true_name"], p["predicted_name"], p["count"]] for p in pairs]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _timing_section(inputs: Inputs) -> str:
+    lines = ["## Timing and hardware", "",
+             "Measured during this run (timings vary between runs; they are not part of the metrics).", "",
+             _md_table(["what", "value"], [[k, v] for k, v in _timing_facts(inputs)]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _environment_section(meta: dict) -> str:
+    env = meta.get("environment", {})
+    return "\n".join(["## Environment", "", "Software the model was trained with (from the model file):", "",
+                      _md_table(["component", "version"], [[k, _value_text(v)] for k, v in sorted(env.items())]).rstrip("\n")]) + "\n"
+
+
+def render_report(inputs: Inputs, plots_rel: str) -> str:
+    meta, classes, m = inputs.meta, inputs.classes, inputs.metrics
+    generated = bool(classes["generated"])
+    title = f"# tinyclf report: {meta['model']} on {classes['dataset']}" + (" (GENERATED data)" if generated else "")
+    head = [title, ""]
+    if generated:
+        head += [GENERATED_BANNER, ""]
+    head += [
+        f"**Top-1 {_pct(m['top1'])}**, top-5 {_pct(m['top5'])} on {m['num_images']:,} validation images — "
+        f"{reference_verdict(m['top1'])}"
+        + (" (not comparable: generated data)." if generated else
+           (f" (not comparable: {classes['dataset']})." if classes["dataset"] != "tiny-imagenet" else ".")),
+        "",
+        "",
+    ]
+    sections = [
+        _dataset_section(inputs),
+        _params_section(inputs),
+        _model_section(inputs),
+        _training_section(inputs),
+        _results_section(inputs, plots_rel),
+        _highlights_section(inputs),
+        _timing_section(inputs),
+        _environment_section(meta),
+    ]
+    return "\n".join(head) + "\n".join(sections)
+
+
+def render_model_card(inputs: Inputs) -> str:
+    meta, classes, m, table = inputs.meta, inputs.classes, inputs.metrics, inputs.table
+    generated = bool(classes["generated"])
+    counts = _split_counts(inputs.stats)
+    data_kind = "generated (synthetic) images" if generated else "real images"
+    lines = [f"# Model card: {meta['model']} for {classes['dataset']} ({meta['num_classes']} classes)", ""]
+    if generated:
+        lines += [GENERATED_BANNER, ""]
+    note = comparability_note(classes["dataset"], generated)
+    lines += [
+        "## Model details",
+        "",
+        f"- Architecture: `{meta['model']}` (`tinyclf.models.create_model`), trained from scratch",
+        f"- Parameters: {table['total_params']:,}; mult-adds per image: {_macs_text(table['total_mult_adds'])}",
+        f"- Input: RGB {meta['image_size']}×{meta['image_size']}, scaled to 0–1 and normalized with "
+        f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",
+        f"- Output: logits over {meta['num_classes']} classes in `classes.json` order",
+        f"- Weights: {meta['weights']}, {meta['epochs_trained']} epochs",
+        f"- Framework: torch {meta.get('environment', {}).get('torch', '?')}, "
+        f"timm {meta.get('environment', {}).get('timm', '?')}",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching: a reproducible baseline for small-image classification "
+        f"on {classes['dataset']}, and a check that the tinyclf pipeline works. Not for decisions about "
+        "people or any safety-relevant use.",
+        "",
+        "## Training data",
+        "",
+        f"- {classes['dataset']}, {data_kind}; download.source = {_source_text(inputs.params.download.source)}",
+        "- " + ", ".join(f"{split}: {n:,} images" for split, n in counts.items()),
+        "",
+        "## Metrics",
+        "",
+        f"On all {m['num_images']:,} validation images"
+        + (" (with flip test-time augmentation)" if m.get("tta_flip") else "") + ":",
+        "",
+        _md_table(["metric", "value"], [
+            ["top-1 accuracy", _pct(m["top1"])],
+            ["top-5 accuracy", _pct(m["top5"])],
+            ["mean per-class accuracy", _pct(m["mean_class_accuracy"])],
+            ["cross-entropy loss", f"{m['loss']:.4f}"],
+            ["expected calibration error", f"{m['ece']:.4f}"],
+        ]).rstrip("\n"),
+        "",
+        f"Reference: {REFERENCE_TEXT}; this model {reference_verdict(m['top1'])}." + (f" {note}" if note else ""),
+        "",
+        "## Limitations",
+        "",
+        f"- Only seen {meta['image_size']}×{meta['image_size']} images of these {meta['num_classes']} classes; "
+        "any other input is classified into one of them anyway.",
+        "- Validation accuracy is measured on the validation split also used to monitor training; "
+        "there is no separate held-out test score.",
+        f"- Calibration: expected calibration error {m['ece']:.4f}; confidences are not probabilities "
+        "to rely on without checking.",
+    ]
+    if generated:
+        lines.append("- Trained on generated data: it has learned synthetic patterns, not real objects.")
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from tinyclf.models import load_model_file",
+        "",
+        'model, meta = load_model_file("models/model.pt")  # eval mode, on the CPU',
+        'print(meta["classes"][0], meta["image_size"], meta["mean"], meta["std"])',
+        "```",
+        "",
+        "The file is a plain dict (`torch.load(path, weights_only=True)` reads it): "
+        '`{"format": "tinyclf-model-v1", "state_dict", "meta"}`.',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
+                  evaluate_dir: str | Path, out_dir: str | Path, params: Params) -> dict[str, Path]:
+    """Write report.md, model_card.md and the training-curves figure under `out_dir`; returns their paths."""
+    inputs = read_inputs(prepared_dir, model_path, train_dir, evaluate_dir, params)
+    out_dir = Path(out_dir)
+    # Figures are linked relative to the report, so the report reads the same wherever the repo lives.
+    plots_rel = Path(os.path.relpath(Path(evaluate_dir).resolve() / "plots", out_dir.resolve())).as_posix()
+    curves = {name: (epochs_from_steps(steps), values) for name, (steps, values) in inputs.series.items()}
+    paths = {"report": out_dir / "report.md", "model_card": out_dir / "model_card.md", "curves": out_dir / CURVES_FILE}
+    plots.save_png(plots.training_curves(curves), paths["curves"])
+    atomic.write_text(paths["model_card"], render_model_card(inputs))
+    atomic.write_text(paths["report"], render_report(inputs, plots_rel))
+    return paths

@@ -1,0 +1,73 @@
+"""Each stage in dvc.yaml depends on exactly the library modules its script imports (transitively).
+
+A missing dep means a library edit would not re-run a stage that uses it (stale results); an
+extra one means needless re-runs. Imports are read statically with ast, so the check is cheap.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SRC = REPO / "src"
+
+
+def module_path(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def tinyclf_imports(path: Path) -> set[str]:
+    """Names of tinyclf modules imported anywhere in a file (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.split(".")[0] == "tinyclf" and module_path(n)}
+    return found
+
+
+def closure(script: Path) -> set[Path]:
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        for name in tinyclf_imports(todo.pop()):
+            path = module_path(name)
+            if path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return seen
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(REPO).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_deps_match_its_imports(stage):
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in STAGES[stage]["deps"]]
+    script = REPO / "stages" / f"{stage}.py"
+    assert f"stages/{stage}.py" in deps
+    used = {p for p in closure(script) if p.name != "__init__.py" or p.parent != SRC / "tinyclf"}
+    missing = sorted(p.relative_to(REPO).as_posix() for p in used if not covered(p, deps))
+    assert not missing, f"stage {stage} imports these but does not depend on them: {missing}"
+    lib_deps = [d for d in deps if d.startswith("src/")]
+    unused = [d for d in lib_deps if not any(covered(p, [d]) for p in used)]
+    assert not unused, f"stage {stage} depends on library files it does not import: {unused}"

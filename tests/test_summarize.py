@@ -1,0 +1,147 @@
+"""The summarize stage: byte-identical reruns, the GENERATED banner, params diffs, model table, timing.
+
+Inputs are real: a prepared directory and model file (built as in test_evaluate), the evaluate
+stage's own outputs, and a train directory written by a real `dvclive.Live`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from dvclive import Live
+
+from conftest import shrunk_params
+from test_evaluate import load_stage, make_model_file, make_prepared, params_file, png_size
+from tinyclf.params import params_from_dict
+from tinyclf.report import params_differences, read_dvclive_series, reference_verdict
+
+torch.set_num_threads(1)
+
+OUTPUTS = ("report.md", "model_card.md", "training_curves.png")
+EPOCHS = 3
+
+
+def make_train_dir(path: Path) -> Path:
+    """What the train stage leaves: DVCLive metrics per epoch (rank 0) and run.json."""
+    with Live(str(path), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for epoch in range(EPOCHS):
+            live.log_metric("train/loss", 2.0 - 0.4 * epoch)
+            live.log_metric("train/acc", 0.3 + 0.1 * epoch)
+            live.log_metric("val/loss", 2.1 - 0.3 * epoch)
+            live.log_metric("val/top1", 0.25 + 0.1 * epoch)
+            live.log_metric("val/top5", 0.9 + 0.03 * epoch)
+            live.log_metric("lr", 0.2 * (1 - epoch / EPOCHS))
+            live.log_metric("images_per_s", 500.0 + epoch)
+            live.log_metric("epoch_time_s", 1.5)
+            live.next_step()
+    # The keys tinyclf.training writes.
+    (path / "run.json").write_text(json.dumps({
+        "device": "cpu", "device_type": "cpu", "device_count": 0, "world_size": 1, "nodes": 1,
+        "precision": "fp32", "compile": False, "channels_last": True, "aug_backend": "workers", "epochs": EPOCHS,
+        "train_seconds": 4.5, "train_images": 72, "images_per_s": 16.0, "generated": True,
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """prepared + model + train dir + evaluate outputs, all in one temp tree."""
+    root = tmp_path_factory.mktemp("summary")
+    prepared = make_prepared(root / "prepared")
+    params_path = params_file(root, train__lr=0.05)
+    params = params_from_dict(shrunk_params(train__lr=0.05))
+    model = make_model_file(root / "model.pt", params=params)
+    train = make_train_dir(root / "train")
+    evaluate = root / "evaluate"
+    assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(evaluate),
+                                        "--params", str(params_path), "--no-progress"]) == 0
+    return {"root": root, "prepared": prepared, "model": model, "train": train, "evaluate": evaluate,
+            "params": params_path}
+
+
+def summarize(p: dict, out: Path) -> int:
+    return load_stage("summarize").main(["--data", str(p["prepared"]), "--model", str(p["model"]),
+                                         "--train", str(p["train"]), "--evaluate", str(p["evaluate"]),
+                                         "--out", str(out), "--params", str(p["params"])])
+
+
+@pytest.fixture(scope="module")
+def summary(pipeline):
+    out = pipeline["root"] / "summary"
+    assert summarize(pipeline, out) == 0
+    return out
+
+
+def test_twice_gives_identical_bytes(pipeline, summary):
+    first = {name: (summary / name).read_bytes() for name in OUTPUTS}
+    assert summarize(pipeline, summary) == 0
+    for name in OUTPUTS:
+        assert (summary / name).read_bytes() == first[name], f"{name} changed between identical runs"
+    png_size(summary / "training_curves.png")
+
+
+def test_no_absolute_paths_or_timestamps(pipeline, summary):
+    for name in ("report.md", "model_card.md"):
+        text = (summary / name).read_text()
+        assert str(pipeline["root"]) not in text
+        assert "/tmp" not in text and str(Path.home()) not in text
+
+
+def test_report_says_generated_and_compares_with_the_reference(summary, pipeline):
+    report = (summary / "report.md").read_text()
+    assert "trained on GENERATED data — not a Tiny ImageNet result" in report.replace("Trained", "trained")
+    assert "GENERATED" in (summary / "model_card.md").read_text()
+    metrics = json.loads((pipeline["evaluate"] / "metrics.json").read_text())
+    assert f"{metrics['top1'] * 100:.2f}%" in report
+    assert reference_verdict(metrics["top1"]) in report
+    assert "falls short of the reference 70% top-1 by" in reference_verdict(0.5)
+    assert reference_verdict(0.7123) == "beats the reference 70% top-1 by 1.23 points"
+
+
+def test_report_lists_params_that_differ_from_defaults(summary):
+    report = (summary / "report.md").read_text()
+    section = report.split("## Parameters that differ from the defaults")[1].split("\n## ")[0]
+    assert "| `train.lr` | 0.1 | 0.05 |" in section
+    assert "| `download.source` | official | generated |" in section
+    assert "| `train.model` | tiny_resnet50 | resnet18 |" in section
+    assert "train.momentum" not in section  # unchanged keys stay out
+
+
+def test_params_differences_is_empty_for_defaults():
+    from tinyclf.params import Params
+
+    assert params_differences(Params()) == []
+
+
+def test_report_has_model_table_curves_highlights_timing(summary, pipeline):
+    report = (summary / "report.md").read_text()
+    for needle in ("| Total params |", "| Total mult-adds |", "| Params size (MB) |",
+                   "| Forward/backward pass size (MB) |", "](training_curves.png)",
+                   "](../evaluate/plots/confusion_matrix.png)", "## Per-class highlights", "thing 0",
+                   "| training seconds (timed epochs) | 4.5 |", "| training images/s | 16.0 |",
+                   "| processes (world size) | 1 |", "evaluation images/s", "| torch |"):
+        assert needle in report, needle
+    for plot in ("per_class_accuracy", "confused_pairs", "misclassified"):
+        assert f"../evaluate/plots/{plot}.png" in report
+    card = (summary / "model_card.md").read_text()
+    assert "load_model_file" in card and "## Limitations" in card
+
+
+def test_dvclive_series_are_read_per_metric(pipeline):
+    series = read_dvclive_series(pipeline["train"])
+    assert {"train/loss", "val/top1", "val/top5", "lr"} <= set(series)
+    steps, values = series["val/top1"]
+    assert steps.tolist() == list(range(EPOCHS))
+    assert values.tolist() == pytest.approx([0.25, 0.35, 0.45])
+
+
+def test_missing_evaluate_output_is_a_clear_error(pipeline, tmp_path, capsys):
+    p = dict(pipeline, evaluate=tmp_path / "no-evaluate")
+    out = tmp_path / "out"
+    assert summarize(p, out) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "metrics.json: missing" in err
+    assert not out.exists()

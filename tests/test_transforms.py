@@ -1,0 +1,288 @@
+"""The training input pipeline: per-sample determinism, sampler sharding, normalization, batched ops."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tinyclf.arrays import PreparedDataError
+from tinyclf.params import TrainParams
+from tinyclf.transforms import (
+    RRC_RATIO,
+    BatchedAugment,
+    EpochSampler,
+    PreparedDataset,
+    build_augment,
+    make_loader,
+    seed_augment,
+    to_model_input,
+)
+from tinyclf.transforms import _sample_rrc_boxes  # noqa: E402  (replayed to check the geometry)
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors: one thread is faster and leaves the other core to the rest of the suite.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_prepared(root, n=24, size=SIZE, num_classes=3, seed=0):
+    """A tiny prepared dir in the format of docs/architecture.md (random images, generated)."""
+    rng = np.random.default_rng(seed)
+    split = root / "train"
+    split.mkdir(parents=True)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    labels = (np.arange(n) % num_classes).astype(np.int64)
+    np.save(split / "images.npy", images)
+    np.save(split / "labels.npy", labels)
+    classes = [{"index": i, "id": f"g{i:07d}", "name": f"class {i}"} for i in range(num_classes)]
+    (root / "classes.json").write_text(json.dumps({"dataset": "tiny-imagenet", "generated": True, "classes": classes}))
+    return images, labels
+
+
+def tp_with(**kw) -> TrainParams:
+    return dataclasses.replace(TrainParams(), **kw)
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    images, labels = write_prepared(tmp_path)
+    return tmp_path, images, labels
+
+
+# ---- dataset --------------------------------------------------------------------------------
+
+def test_items_are_uint8_chw_with_int_labels(prepared):
+    root, images, labels = prepared
+    plain = PreparedDataset(root, "train")
+    assert len(plain) == 24 and plain.num_classes == 3
+    x, y = plain[5]
+    assert x.dtype == torch.uint8 and x.shape == (3, SIZE, SIZE) and y == labels[5] and isinstance(y, int)
+    assert torch.equal(x, torch.from_numpy(images[5]).permute(2, 0, 1))  # no augment: the stored image
+    assert torch.equal(plain[(5, 3)][0], x)
+
+    aug = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=1)
+    x, y = aug[(5, 0)]
+    assert x.dtype == torch.uint8 and x.shape == (3, SIZE, SIZE) and y == labels[5]
+    assert not torch.equal(x, plain[5][0])  # random_resized_crop did change it
+
+
+def test_dataset_pickles_without_the_image_data(prepared):
+    root, _, _ = prepared
+    ds = PreparedDataset(root, "train")
+    ds[0]  # opens the memmap
+    blob = pickle.dumps(ds)
+    assert len(blob) < 24 * SIZE * SIZE * 3  # labels and paths only, not the images
+    assert torch.equal(pickle.loads(blob)[7][0], ds[7][0])
+
+
+def test_missing_or_malformed_split_names_the_file(tmp_path):
+    with pytest.raises(PreparedDataError, match="images.npy"):
+        PreparedDataset(tmp_path, "train")
+    (tmp_path / "train").mkdir()
+    np.save(tmp_path / "train" / "images.npy", np.zeros((4, 8, 8), np.uint8))
+    np.save(tmp_path / "train" / "labels.npy", np.zeros(4, np.int64))
+    with pytest.raises(PreparedDataError, match=r"images.npy: expected uint8 N×H×W×3"):
+        PreparedDataset(tmp_path, "train")
+
+
+def test_sample_depends_only_on_seed_epoch_index(prepared):
+    root, _, _ = prepared
+    a = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=7)
+    b = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=7)
+    keys = [(i, e) for e in (0, 1) for i in range(len(a))]
+    first = {k: a[k][0] for k in keys}
+    for k in reversed(keys):  # another instance, opposite call order
+        assert torch.equal(b[k][0], first[k]), k
+    # Epochs and seeds change the crops (nearly every image; allow a coincidence or two).
+    assert sum(not torch.equal(first[(i, 0)], first[(i, 1)]) for i in range(len(a))) >= len(a) - 2
+    c = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=8)
+    assert sum(not torch.equal(first[(i, 0)], c[(i, 0)][0]) for i in range(len(a))) >= len(a) - 2
+
+
+def test_loader_batches_identical_for_0_and_2_workers(prepared):
+    root, _, _ = prepared
+    batches = {}
+    for workers in (0, 2):
+        ds = PreparedDataset(root, "train", build_augment(tp_with(crop="pad_crop", color_jitter=0.4), SIZE), seed=3)
+        sampler = EpochSampler(len(ds), seed=3)
+        loader = make_loader(ds, sampler, 8, workers=workers, prefetch_factor=2, pin_memory=False, drop_last=False)
+        got = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            got += [(x.clone(), y.clone()) for x, y in loader]
+        batches[workers] = got
+        del loader
+    assert len(batches[0]) == len(batches[2]) == 6
+    for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
+        assert x0.dtype == torch.uint8 and x0.shape == (8, 3, SIZE, SIZE)
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+# ---- sampler --------------------------------------------------------------------------------
+
+def test_one_and_two_replicas_cover_the_same_samples_per_step():
+    n, global_batch = 40, 8
+    one = EpochSampler(n, num_replicas=1, rank=0, seed=5)
+    two = [EpochSampler(n, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
+    for epoch in (0, 3):
+        for s in (one, *two):
+            s.set_epoch(epoch)
+        single = list(one)
+        assert all(e == epoch for _, e in single)
+        order = [i for i, _ in single]
+        assert sorted(order) == list(range(n))
+        shards = [[i for i, _ in s] for s in two]
+        assert shards[0] == order[0::2] and shards[1] == order[1::2]
+        assert len(two[0]) == len(two[1]) == n // 2 and len(one) == n
+        half = global_batch // 2
+        for step in range(n // global_batch):
+            union = set(shards[0][step * half:(step + 1) * half]) | set(shards[1][step * half:(step + 1) * half])
+            assert union == set(order[step * global_batch:(step + 1) * global_batch])
+    one.set_epoch(0)
+    first = [i for i, _ in one]
+    one.set_epoch(1)
+    assert [i for i, _ in one] != first and sorted(first) == list(range(n))
+    unshuffled = EpochSampler(n, shuffle=False)
+    assert [i for i, _ in unshuffled] == list(range(n))
+
+
+# ---- normalization --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_to_model_input_standardizes_with_the_given_stats(channels_last):
+    mean, std = [0.3, 0.5, 0.6], [0.07, 0.1, 0.06]  # 4+ std from 0 and 1: no clipping
+    rng = np.random.default_rng(0)
+    data = rng.normal(np.array(mean)[None, :, None, None], np.array(std)[None, :, None, None], (64, 3, 16, 16))
+    batch = torch.from_numpy(np.clip(np.round(data * 255), 0, 255).astype(np.uint8))
+    x = to_model_input(batch, mean, std, channels_last=channels_last)
+    assert x.dtype == torch.float32 and x.shape == batch.shape
+    assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+    per_channel_mean = x.mean(dim=(0, 2, 3))
+    per_channel_std = x.std(dim=(0, 2, 3))
+    assert torch.allclose(per_channel_mean, torch.zeros(3), atol=0.02), per_channel_mean
+    assert torch.allclose(per_channel_std, torch.ones(3), atol=0.02), per_channel_std
+    # exact formula on one pixel
+    assert x[0, 1, 2, 3].item() == pytest.approx((batch[0, 1, 2, 3].item() / 255 - 0.5) / 0.1, abs=1e-5)
+
+
+# ---- per-image crops ------------------------------------------------------------------------
+
+def windows_of(padded: np.ndarray, size: int):
+    """Every size×size window of an H×W×C array."""
+    h, w = padded.shape[:2]
+    return [padded[y:y + size, x:x + size] for y in range(h - size + 1) for x in range(w - size + 1)]
+
+
+def is_window(crop: np.ndarray, padded: np.ndarray) -> bool:
+    return any(np.array_equal(crop, win) for win in windows_of(padded, crop.shape[0]))
+
+
+def test_albumentations_pad_crop_is_a_window_of_the_reflect_padded_image():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    aug = build_augment(tp_with(crop="pad_crop", pad=4, hflip=0.0), SIZE)
+    shifted = 0
+    for i in range(12):
+        seed_augment(aug, 0, 0, i)
+        crop = aug(image=image)["image"]
+        assert crop.shape == image.shape and is_window(crop, padded)
+        shifted += not np.array_equal(crop, image)
+    assert shifted >= 9
+
+
+@pytest.mark.parametrize("policy", ["trivial_augment", "randaugment"])
+def test_policies_build_and_change_images(policy):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    base = build_augment(tp_with(policy="none", hflip=0.0, rrc_scale=[1.0, 1.0]), SIZE)
+    aug = build_augment(tp_with(policy=policy, hflip=0.0, rrc_scale=[1.0, 1.0]), SIZE)
+    changed = 0
+    for i in range(30):
+        seed_augment(base, 0, 0, i)
+        seed_augment(aug, 0, 0, i)
+        plain, out = base(image=image)["image"], aug(image=image)["image"]
+        assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
+        changed += not np.array_equal(out, plain)
+    # trivial_augment includes the identity op (1 in 14); randaugment always applies two ops.
+    assert changed >= 20
+
+
+# ---- batched --------------------------------------------------------------------------------
+
+@pytest.fixture
+def batch():
+    return torch.from_numpy(np.random.default_rng(3).integers(0, 256, (16, 3, SIZE, SIZE), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("crop", ["pad_crop", "random_resized_crop"])
+def test_batched_shape_dtype_and_determinism(batch, crop):
+    aug = BatchedAugment(tp_with(crop=crop), SIZE, seed=11)
+    out = aug(batch, step=4)
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    assert torch.equal(BatchedAugment(tp_with(crop=crop), SIZE, seed=11)(batch, step=4), out)
+    assert not torch.equal(aug(batch, step=5), out)
+    assert not torch.equal(BatchedAugment(tp_with(crop=crop), SIZE, seed=12)(batch, step=4), out)
+
+
+def test_batched_flip_flips(batch):
+    flip = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=1.0), SIZE, seed=0)
+    keep = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=0.0), SIZE, seed=0)
+    assert torch.equal(flip(batch, 0), batch.flip(3))
+    assert torch.equal(keep(batch, 0), batch)
+    # random_resized_crop at scale 1 is the identity (pixel centres land on pixel centres) or its mirror
+    rrc_flip = BatchedAugment(tp_with(crop="random_resized_crop", rrc_scale=[1.0, 1.0], hflip=1.0), SIZE, seed=0)
+    rrc_keep = BatchedAugment(tp_with(crop="random_resized_crop", rrc_scale=[1.0, 1.0], hflip=0.0), SIZE, seed=0)
+    assert torch.equal(rrc_flip(batch, 0), batch.flip(3))
+    assert torch.equal(rrc_keep(batch, 0), batch)
+    half = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=0.5), SIZE, seed=0)(batch, 0)
+    flipped = [torch.equal(o, b.flip(2)) for o, b in zip(half, batch)]
+    assert 0 < sum(flipped) < len(batch)
+
+
+def test_batched_pad_crop_windows_of_reflect_padded_images(batch):
+    out = BatchedAugment(tp_with(crop="pad_crop", pad=4, hflip=0.0), SIZE, seed=2)(batch, 9)
+    shifted = 0
+    for o, b in zip(out, batch):
+        padded = np.pad(b.permute(1, 2, 0).numpy(), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        assert is_window(o.permute(1, 2, 0).numpy(), padded)
+        shifted += not torch.equal(o, b)
+    assert shifted >= len(batch) - 3
+
+
+def test_batched_random_resized_crop_matches_cv2_resize_of_its_boxes(batch):
+    # Replay the generator to get the boxes it drew, then resize those crops with cv2 (what the
+    # per-image path does); bilinear with the same pixel-centre rule agrees up to rounding.
+    tp = tp_with(crop="random_resized_crop", rrc_scale=[0.2, 0.6], hflip=0.5)
+    aug = BatchedAugment(tp, SIZE, seed=5)
+    out = aug(batch, 3)
+    gen = aug.generator(3, batch.device)
+    flip = torch.rand(len(batch), generator=gen) < tp.hflip
+    x0, y0, cw, ch = _sample_rrc_boxes(len(batch), SIZE, SIZE, (0.2, 0.6), RRC_RATIO, gen, batch.device)
+    assert 0 < flip.sum() < len(batch)
+    assert ((cw * ch) < 0.65 * SIZE * SIZE).all() and ((cw * ch) > 0.15 * SIZE * SIZE).all()
+    for i, image in enumerate(batch):
+        x, y, w, h = (int(v[i]) for v in (x0, y0, cw, ch))
+        crop = np.ascontiguousarray(image.permute(1, 2, 0).numpy()[y:y + h, x:x + w])
+        ref = cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        if flip[i]:
+            ref = ref[:, ::-1]
+        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(int) - ref.astype(int))
+        assert diff.max() <= 2, (i, diff.max())
+
+
+def test_batched_refuses_per_image_only_options():
+    with pytest.raises(ValueError, match="train.policy"):
+        BatchedAugment(tp_with(policy="randaugment"), SIZE, seed=0)
