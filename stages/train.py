@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 128 + int(exc.signum)
-    except (PreparedDataError, CheckpointError, NonFiniteLossError, TrainingError, ModelError,
-            FileNotFoundError, ValueError) as exc:
+    except (PreparedDataError, CheckpointError, NonFiniteLossError, TrainingError, ModelError) as exc:
         return fail(str(exc))
     if rank == 0:
         val = result["val"]

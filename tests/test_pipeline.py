@@ -74,16 +74,19 @@ def test_exp_run_reruns_only_train_evaluate_summarize_and_show_lists_both(pipeli
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)
     assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "summarize"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    rows = [shown[0]] + [exp for entry in shown for exp in (entry.get("experiments") or [])]
-    top1 = {}
-    for row in rows:
-        for rev in ([row] + [r for r in (row.get("revs") or [])]):
-            data = rev.get("data") or {}
-            metrics = data.get("metrics", {}).get("results/evaluate/metrics.json", {}).get("data")
-            lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
-            if metrics and lr is not None:
-                top1[(rev.get("name") or rev.get("rev"), lr)] = metrics["top1"]
-    assert {lr for _, lr in top1} >= {0.2, 0.01}, top1
+    # rows: the workspace, then each commit with its experiments' revisions nested under it
+    revs = [entry for entry in shown] + [rev for entry in shown for exp in (entry.get("experiments") or [])
+                                         for rev in (exp.get("revs") or [])]
+    found = {}
+    for rev in revs:
+        data = rev.get("data") or {}
+        metrics = data.get("metrics", {}).get("results/evaluate/metrics.json", {}).get("data")
+        lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
+        if metrics and lr is not None:
+            found[(rev.get("name") or rev.get("rev"), lr)] = metrics
+    assert ("lower-lr", 0.01) in found and any(lr == 0.2 for _, lr in found), found
+    baseline = next(m for (_, lr), m in found.items() if lr == 0.2)
+    assert found[("lower-lr", 0.01)]["loss"] != baseline["loss"]  # two rows, different metrics
     diff = json.loads(run(["dvc", "exp", "diff", "--json"], repo, env).stdout or "{}")
     # the workspace holds the experiment now; against HEAD it differs in train.lr
     assert diff["params"]["params.yaml"]["train.lr"] == {"old": 0.2, "new": 0.01, "diff": pytest.approx(-0.19)}
@@ -113,10 +116,11 @@ def test_queued_experiment_runs_with_queue_start(pipeline):
 def test_plots_show_renders_training_curves_and_evaluation_plots(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "plots", "show", "--json"], repo, env)
-    plots = json.loads(out.stdout)
-    names = " ".join(plots)
-    assert "results/train/plots/metrics" in names
-    assert "confusion_matrix.png" in names
+    plots = json.loads(out.stdout)["data"]
+    assert {"loss", "accuracy", "learning_rate"} <= set(plots)
+    accuracy_files = {row["filename::field"] for row in plots["accuracy"][0]["content"]["data"]["values"]}
+    assert accuracy_files == {"train/acc.tsv::acc", "val/top1.tsv::top1", "val/top5.tsv::top5"}
+    assert "results/evaluate/plots/confusion_matrix.png" in plots
     html = run(["dvc", "plots", "show", "-o", str(repo / "plots_html")], repo, env)
     assert (repo / "plots_html" / "index.html").is_file(), html.stdout
 

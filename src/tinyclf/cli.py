@@ -3,6 +3,7 @@
     tinyclf check-params [params.yaml]     validate a parameter file, one line per problem
     tinyclf info models/model.pt           what a model file holds: architecture, data, metrics source
     tinyclf predict models/model.pt a.jpg  top-5 classes of images with a trained model
+    tinyclf remote-check [-r NAME] [push]  check a DVC remote and explain what is wrong with it
     tinyclf quickstart                     the whole pipeline on generated data (same as make quickstart)
 """
 
@@ -68,6 +69,12 @@ def _predict(args) -> int:
     return 0
 
 
+def _remote_check(args) -> int:
+    from tinyclf.remote_check import main as remote_check_main
+
+    return remote_check_main(args.rest)
+
+
 def _quickstart(args) -> int:
     from tinyclf.quickstart import main as quickstart_main
 
@@ -90,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=_predict)
+    p = sub.add_parser("remote-check", help="check a DVC remote (or run a dvc push/pull) and explain failures",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_remote_check)
     p = sub.add_parser("quickstart", help="run the pipeline on a small generated dataset")
     p.set_defaults(func=_quickstart)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["remote-check"]:  # its own parser owns every option, --help included
+        return _remote_check(argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

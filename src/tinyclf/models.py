@@ -438,6 +438,8 @@ def environment_info(device: str | torch.device | None = None) -> dict:
         "cuda": torch.version.cuda if cuda_ok else None,
         "cudnn": torch.backends.cudnn.version() if cuda_ok and torch.backends.cudnn.is_available() else None,
         "device": device_name,
+        # CPU results depend on the thread count (reduction order in the BLAS/oneDNN kernels).
+        "cpu_threads": torch.get_num_threads(),
     }
 
 

@@ -1,0 +1,285 @@
+"""Resumable, checksummed fetch of a dataset archive (HTTP(S) URL or local file), and the stage logic.
+
+    fetch("https://host/cifar-10-python.tar.gz", "data/raw/cifar-10-python.tar.gz",
+          md5="c58f30108f718f92721af3b95e74349a", retries=5, timeout=60)
+
+HTTP downloads stream into `<dest>.part`; a later attempt (or a later run) resumes it with a
+`Range` request, falls back to a full download when the server ignores Range, retries transient
+failures with exponential backoff, verifies the md5 over the whole file and only then renames it
+into place. A wrong checksum deletes the partial data: nothing half-written is ever left as `dest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import urllib3
+from tqdm import tqdm
+
+from tinyclf.datasets.generated import write_archive
+from tinyclf.params import OFFICIAL, Params, archive_filename
+
+CHUNK = 1 << 20
+# Statuses worth another attempt: the server may recover. Anything else (404, 403 …) is final.
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# Leading bytes of the archive each dataset is published as.
+ARCHIVE_MAGIC = {"tiny-imagenet": (b"PK\x03\x04", "zip archive"), "cifar10": (b"\x1f\x8b", "gzip tar archive")}
+
+
+class DownloadError(RuntimeError):
+    """A download that could not produce a verified archive; the message is one line naming the source."""
+
+
+class _Retry(Exception):
+    """An attempt failed in a way another attempt may fix."""
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """What the download stage will do, resolved from params."""
+
+    kind: str  # official | url | path | generated
+    source: str  # URL or local path ("generated" for the generated kind)
+    md5: str | None  # expected md5; None for generated archives (nothing to verify against)
+    filename: str  # the archive's name under data/raw/ (always the official one)
+
+
+def plan_download(params: Params) -> DownloadPlan:
+    """Resolve params into (kind, source, expected md5, final file name)."""
+    dataset = params.data.dataset
+    dl = params.download
+    kind = dl.kind
+    official = OFFICIAL[dataset]
+    filename = archive_filename(dataset)
+    if kind == "official":
+        return DownloadPlan("official", official["url"], official["md5"], filename)
+    if kind == "generated":
+        return DownloadPlan("generated", "generated", None, filename)
+    return DownloadPlan(kind, dl.source, (dl.md5 or official["md5"]).lower(), filename)
+
+
+def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, backoff: float = 1.0) -> Path:
+    """The download stage: leave exactly one file, `out_dir/<official archive name>`; return it."""
+    plan = plan_download(params)
+    out_dir = Path(out_dir)
+    dest = out_dir / plan.filename
+    _clear_out_dir(out_dir, keep={dest.name + ".part"} if plan.kind in ("official", "url") else set())
+    if plan.kind == "generated":
+        g = params.download.generated
+        print(
+            f"{dest}: writing a GENERATED {params.data.dataset} dataset ({g.num_classes} classes, "
+            f"{g.train_per_class} train and {g.val_per_class} val images per class, seed {g.seed}) — "
+            "synthetic images, not the real data",
+            file=sys.stderr,
+        )
+        return write_archive(params.data.dataset, dest, num_classes=g.num_classes, train_per_class=g.train_per_class,
+                             val_per_class=g.val_per_class, test_images=g.test_images, seed=g.seed)
+    fetch(plan.source, dest, md5=plan.md5, retries=params.download.retries, timeout=params.download.timeout,
+          progress=progress, backoff=backoff, dataset=params.data.dataset)
+    print(f"{dest}: {dest.stat().st_size} bytes from {plan.source}, md5 {plan.md5} verified", file=sys.stderr)
+    return dest
+
+
+def _clear_out_dir(out_dir: Path, keep: set[str]) -> None:
+    """Remove everything in out_dir except names in `keep`, so the stage's output is exactly one file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in out_dir.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def fetch(source: str, dest: str | Path, *, md5: str | None, retries: int = 5, timeout: float = 60.0,
+          progress: bool = True, backoff: float = 1.0, dataset: str | None = None) -> Path:
+    """Fetch `source` (http(s) URL or local path) to `dest`, verified against `md5` (None: no check).
+
+    `backoff` is the first wait between HTTP attempts (doubling each time); `dataset`, when given,
+    also checks the file starts like that dataset's archive (zip / gzip).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if re.match(r"^https?://", source):
+        _fetch_http(source, dest, md5=md5, retries=retries, timeout=timeout, progress=progress, backoff=backoff,
+                    dataset=dataset)
+    else:
+        _fetch_path(Path(source), dest, md5=md5, progress=progress, dataset=dataset)
+    return dest
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def _fetch_http(url, dest: Path, *, md5, retries, timeout, progress, backoff, dataset) -> None:
+    part = dest.with_name(dest.name + ".part")
+    earlier = part.stat().st_size if part.exists() else 0  # left by an interrupted earlier run
+    with requests.Session() as session:
+        for attempt in range(1, retries + 1):
+            try:
+                digest = _http_attempt(session, url, part, timeout=timeout, progress=progress, desc=dest.name)
+                break
+            except _Retry as exc:
+                if attempt == retries:
+                    raise DownloadError(f"{url}: download failed after {retries} attempts: {exc}") from None
+                wait = backoff * 2 ** (attempt - 1)
+                print(f"{url}: attempt {attempt}/{retries} failed ({exc}); retrying in {wait:g} s", file=sys.stderr)
+                time.sleep(wait)
+    hint = f" (resumed {earlier} bytes left by an earlier run; run again to download from the start)" if earlier else ""
+    _verify_and_place(part, dest, digest, md5=md5, source=url, dataset=dataset, hint=hint)
+
+
+def _hash_file(path: Path, digest) -> None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+
+
+def _http_attempt(session: requests.Session, url: str, part: Path, *, timeout: float, progress: bool, desc: str):
+    """One GET, resuming `part` if it exists; returns the md5 object of the complete file."""
+    offset = part.stat().st_size if part.exists() else 0
+    # identity: the archive is already compressed; a Content-Encoding would break resume offsets.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise _Retry(_reason(exc)) from None
+    with resp:
+        if resp.status_code == 416 and offset:
+            # Nothing past what we hold: either the .part is already complete or it is not this file.
+            total = _content_range_total(resp.headers.get("Content-Range", ""))
+            if total == offset:
+                digest = hashlib.md5()
+                _hash_file(part, digest)
+                return digest
+            part.unlink()
+            raise _Retry(f"HTTP 416 for a partial file of {offset} bytes; starting over")
+        if resp.status_code in TRANSIENT_STATUS:
+            raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code not in (200, 206):
+            raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code == 206 and _content_range_start(resp.headers.get("Content-Range", "")) != offset:
+            part.unlink(missing_ok=True)
+            raise _Retry(f"server sent a range other than the requested bytes={offset}-; starting over")
+        if resp.status_code == 206:
+            mode = "ab"
+            length = _int_or_none(resp.headers.get("Content-Length"))
+            total = offset + length if length is not None else None
+        else:
+            # 200: the server ignores Range (or there was nothing to resume): start from zero.
+            if offset:
+                print(f"{url}: server did not resume (HTTP {resp.status_code}); downloading from the start",
+                      file=sys.stderr)
+            offset, mode = 0, "wb"
+            total = _int_or_none(resp.headers.get("Content-Length"))
+        digest = hashlib.md5()
+        if offset:
+            _hash_file(part, digest)  # the checksum covers the bytes already on disk too
+        received = offset
+        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                   file=sys.stderr, disable=not progress, leave=False)
+        try:
+            with bar, open(part, mode) as fh:
+                # read1: whatever has arrived, up to CHUNK, so a stall loses nothing already received.
+                while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # What arrived stays in .part for the next attempt to resume.
+            raise _Retry(f"connection lost after {received} bytes: {_reason(exc)}") from None
+        if total is not None and received != total:
+            raise _Retry(f"connection closed after {received} of {total} bytes")
+        return digest
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _content_range_start(value: str) -> int | None:
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value.strip())
+    return int(m.group(1)) if m else None
+
+
+def _content_range_total(value: str) -> int | None:
+    m = re.match(r"bytes (?:\*|\d+-\d+)/(\d+)", value.strip())
+    return int(m.group(1)) if m else None
+
+
+# --- local path ----------------------------------------------------------------------------------
+
+
+def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
+    if not src.exists():
+        raise DownloadError(f"{src}: no such file (download.source must be official, generated, an http(s) URL "
+                            "or an existing archive path)")
+    if not src.is_file():
+        raise DownloadError(f"{src}: not a file")
+    # A unique temp name next to dest: hard link (instant, no extra space) or copy into it, verify, rename.
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    digest = hashlib.md5()
+    try:
+        try:
+            os.link(src, tmp)
+            _hash_file(tmp, digest)
+        except OSError:  # another filesystem, or links not allowed: copy, hashing as we go
+            size = src.stat().st_size
+            with open(src, "rb") as fin, open(tmp, "wb") as fout, tqdm(
+                total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr,
+                disable=not progress, leave=False,
+            ) as bar:
+                while chunk := fin.read(CHUNK):
+                    fout.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+                fout.flush()
+                os.fsync(fout.fileno())
+        _verify_and_place(tmp, dest, digest, md5=md5, source=str(src), dataset=dataset)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def _verify_and_place(tmp: Path, dest: Path, digest, *, md5, source: str, dataset: str | None, hint: str = "") -> None:
+    """Check archive kind and md5 of `tmp`; rename it to `dest`, or delete it and raise DownloadError."""
+    got = digest.hexdigest()
+    problem = None
+    if dataset is not None:
+        magic, what = ARCHIVE_MAGIC[dataset]
+        with open(tmp, "rb") as fh:
+            head = fh.read(len(magic))
+        if head != magic:
+            problem = f"{source}: is not a {what} ({dataset} is published as {archive_filename(dataset)}; got a file starting {head!r})"
+    if md5 is not None and got != md5.lower():
+        mismatch = f"md5 mismatch: expected {md5.lower()}, got {got}"
+        problem = f"{problem}; {mismatch}" if problem else f"{source}: {mismatch}"
+    if problem is not None:
+        tmp.unlink(missing_ok=True)
+        raise DownloadError(f"{problem}; nothing was kept{hint}")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
