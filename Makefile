@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# --no-compile: byte-compiling every installed file (torch has thousands) costs ~1 minute;
+	# Python compiles what it imports on first use instead.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	touch $(STAMP)
 
 quickstart: $(STAMP)
