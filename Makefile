@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test
 
+# --no-compile: byte-compiling every installed file (torch has thousands) costs ~1 minute;
+# Python compiles what it imports on first use instead.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# --no-compile: byte-compiling every installed file (torch has thousands) costs ~1 minute;
-	# Python compiles what it imports on first use instead.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	touch $(STAMP)
 
@@ -18,4 +18,4 @@ quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m tinyclf.quickstart
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=10

@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; benchmarks/ is on sys.path)
 from tinyclf.params import TrainParams  # noqa: E402
 from tinyclf.transforms import (  # noqa: E402
     BatchedAugment,
@@ -111,16 +111,6 @@ def time_loader(loader, consume, warmup: int, batches: int, epoch_setter=None, e
 def summarize(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def kernel_ms_per_batch(prepared: Path, batch_size: int, crop: str, repeats: int) -> dict:

@@ -131,6 +131,20 @@ def repo_copy(tmp_path):
 
 
 @pytest.fixture
+def one_torch_thread(monkeypatch):
+    """One thread for torch in this process and its children (the 2 cores are shared), and torch's
+    global flags restored after each test so one test's deterministic mode does not leak."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
 def real_subset():
     if not REAL_SUBSET.exists():
         pytest.skip(f"real Tiny ImageNet subset not present at {REAL_SUBSET}")

@@ -72,6 +72,12 @@ def test_cross_field_cifar_generated_needs_ten_classes():
         params_from_dict(tree)
 
 
+def test_batched_augmentation_refuses_per_image_policies_before_work():
+    with pytest.raises(ParamsError, match="train.aug_backend=batched does crop and flip only"):
+        params_from_dict(_with(train__aug_backend="batched", train__policy="randaugment"))
+    assert params_from_dict(_with(train__aug_backend="batched")).train.aug_backend == "batched"
+
+
 def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 5.0e-4", "weight_decay: 5e-4"))

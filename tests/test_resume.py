@@ -25,14 +25,7 @@ from tinyclf.params import params_from_dict
 from tinyclf.training import run_training
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def start_stage(params_file, prepared, out) -> subprocess.Popen:

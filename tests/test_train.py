@@ -26,15 +26,7 @@ from tinyclf.training import (TrainingError, build_optimizer, build_scheduler, p
 FAST = dict(train__model="test_resnet", train__crop="pad_crop", train__lr=0.4, train__epochs=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One thread (the machine is shared) and torch's global flags restored after each run."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,66 @@
+"""The `tinyclf` command a user runs around the pipeline: check-params, info, predict."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+from conftest import REPO, real_params, write_params
+from test_evaluate import make_model_file
+from tinyclf.models import load_model_file
+
+
+def tinyclf(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinyclf.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or REPO, timeout=120)
+
+
+def test_check_params_accepts_the_committed_file_and_names_a_bad_key(tmp_path):
+    ok = tinyclf("check-params", REPO / "params.yaml")
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    tree = real_params()
+    tree["train"]["epochz"] = 3
+    bad = tinyclf("check-params", write_params(tmp_path / "params.yaml", tree))
+    assert bad.returncode == 1
+    assert "unknown key 'train.epochz' (did you mean 'train.epochs'?)" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_info_and_predict_use_the_model_file(tmp_path):
+    model_path = make_model_file(tmp_path / "model.pt", num_classes=4, size=16)
+    info = tinyclf("info", model_path)
+    assert info.returncode == 0, info.stderr
+    assert "test_resnet" in info.stdout and "GENERATED" in info.stdout and "4 classes, 16x16 px" in info.stdout
+
+    image = np.random.default_rng(0).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    out = tinyclf("predict", model_path, tmp_path / "a.png")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()[1:]
+    assert len(lines) == 4  # top-min(5, classes)
+    # the printed top class is the model's own top class for that image (BGR file -> RGB, normalized)
+    model, meta = load_model_file(model_path)
+    # cv2.imwrite took `image` as BGR, so the RGB the command sees is `image` with channels reversed
+    x = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    mean, std = torch.tensor(meta["mean"]).view(1, 3, 1, 1), torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top = int(model((x - mean) / std).argmax())
+    assert meta["classes"][top]["name"] in lines[0]
+
+
+def test_predict_names_an_unreadable_image(tmp_path):
+    model_path = make_model_file(tmp_path / "model.pt")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    out = tinyclf("predict", model_path, tmp_path / "broken.jpg")
+    assert out.returncode == 1
+    assert f"cannot read an image from {tmp_path / 'broken.jpg'}" in out.stderr
+
+
+def test_info_on_a_missing_model_is_one_line(tmp_path):
+    out = tinyclf("info", tmp_path / "nope.pt")
+    assert out.returncode == 1
+    assert "nope.pt" in out.stderr and "Traceback" not in out.stderr
