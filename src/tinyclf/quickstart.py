@@ -29,7 +29,7 @@ OVERRIDES = {
     "download.generated.val_per_class": 20,
     "download.generated.test_images": 10,
     "train.model": "tiny_resnet50",
-    "train.epochs": 6,
+    "train.epochs": 5,
     "train.batch_size": 64,
     "train.lr": 0.4,
     "train.warmup_epochs": 1,
