@@ -38,7 +38,7 @@ OVERRIDES = {
     "train.cutmix": 0.0,
     "train.ema": False,
     "train.save_weights": "raw",
-    "train.workers": 1,
+    "train.workers": 0,  # one less process on 2 cores: ~30% faster here, same results
     "evaluate.workers": 0,
 }
 
