@@ -302,11 +302,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params_from_dict(raw, where=str(path))
 
 
-def official_archive(dataset: str) -> dict:
-    """URL, file name and md5 of the dataset's published archive."""
-    return OFFICIAL[dataset]
-
-
 def archive_filename(dataset: str) -> str:
     """The name the download stage gives the archive under data/raw/ (the official one, whatever the source)."""
     return OFFICIAL[dataset]["filename"]
