@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import make_repo_copy, run, shrunk_params, venv_env
+from helpers import make_repo_copy, run, shrunk_params, venv_env
 
 # What a fresh clone must get back byte for byte: raw archive, prepared arrays, model, evaluation.
 PULLED_FILES = [

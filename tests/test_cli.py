@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from conftest import REPO, real_params, write_params
+from helpers import REPO, real_params, write_params
 from test_evaluate import make_model_file
 from tinyclf.models import load_model_file
 

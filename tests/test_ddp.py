@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run, shrunk_params, venv_env, write_params
+from helpers import REPO, run, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
 from tinyclf.params import params_from_dict

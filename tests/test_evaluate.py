@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, shrunk_params, write_params
+from helpers import REPO, shrunk_params, write_params
 from tinyclf.evaluation import expected_calibration_error, run_evaluation
 from tinyclf.models import create_model, environment_info, load_model_file, save_model_file
 from tinyclf.params import Params, params_from_dict

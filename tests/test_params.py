@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, real_params, write_params
+from helpers import REPO, real_params, write_params
 from tinyclf.params import ParamsError, load_params, params_from_dict
 
 

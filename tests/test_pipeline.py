@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
+from helpers import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
 
 STAGES = ["download", "preprocess", "train", "evaluate", "summarize"]
 pytestmark = pytest.mark.slow

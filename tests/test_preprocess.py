@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, shrunk_params, venv_env, write_params
+from helpers import REPO, shrunk_params, venv_env, write_params
 from tinyclf import arrays
 from tinyclf.datasets import cifar10, tiny_imagenet
 from tinyclf.datasets.generated import write_archive

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REAL_SUBSET
+from helpers import REAL_SUBSET
 from tinyclf import arrays
 from tinyclf.preprocessing import prepare
 

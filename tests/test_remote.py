@@ -16,7 +16,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, venv_env
+from helpers import REPO, venv_env
 from dvc_flow import (
     PULLED_FILES,
     assert_up_to_date,

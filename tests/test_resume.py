@@ -17,7 +17,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, shrunk_params, venv_env, write_params
+from helpers import REPO, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
 from tinyclf import checkpoint

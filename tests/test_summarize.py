@@ -13,7 +13,7 @@ import pytest
 import torch
 from dvclive import Live
 
-from conftest import shrunk_params
+from helpers import shrunk_params
 from test_evaluate import load_stage, make_model_file, make_prepared, params_file, png_size
 from tinyclf.params import params_from_dict
 from tinyclf.report import params_differences, read_dvclive_series, reference_verdict

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run, shrunk_params, venv_env, write_params
+from helpers import REPO, run, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
 from tinyclf import checkpoint

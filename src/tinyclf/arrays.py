@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from tinyclf import atomic
+from tinyclf.errors import TinyclfError
 
 SPLITS = ("train", "val")
 IMAGES_FILE = "images.npy"
@@ -37,7 +38,7 @@ STATS_FILE = "stats.json"
 CONVERTED_KINDS = ("grayscale", "cmyk", "rgba", "other")
 
 
-class PreparedDataError(Exception):
+class PreparedDataError(TinyclfError):
     """A prepared directory that is missing or does not follow the format; the message names the file."""
 
 

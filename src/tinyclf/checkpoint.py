@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from tinyclf import atomic
+from tinyclf.errors import TinyclfError
 
 CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
 CHECKPOINT_NAME = "last.pt"
@@ -38,7 +39,7 @@ NOT_IN_FINGERPRINT = frozenset({
 })
 
 
-class CheckpointError(Exception):
+class CheckpointError(TinyclfError):
     """A checkpoint that cannot be used (unreadable, foreign, or made with other params); one line."""
 
 

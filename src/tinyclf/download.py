@@ -26,6 +26,7 @@ import urllib3
 from tqdm import tqdm
 
 from tinyclf.datasets.generated import write_archive
+from tinyclf.errors import TinyclfError
 from tinyclf.params import OFFICIAL, Params, archive_filename
 
 CHUNK = 1 << 20
@@ -35,7 +36,7 @@ TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 ARCHIVE_MAGIC = {"tiny-imagenet": (b"PK\x03\x04", "zip archive"), "cifar10": (b"\x1f\x8b", "gzip tar archive")}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(TinyclfError, RuntimeError):
     """A download that could not produce a verified archive; the message is one line naming the source."""
 
 

@@ -19,9 +19,10 @@ from torch import nn
 
 from tinyclf import distributed
 from tinyclf.distributed import DistInfo
+from tinyclf.errors import TinyclfError
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TinyclfError, RuntimeError):
     """The training loss became NaN or infinite; the message names the optimizer step."""
 
 

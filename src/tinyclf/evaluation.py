@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from tinyclf import arrays, atomic, plots
+from tinyclf.errors import TinyclfError
 from tinyclf.models import load_model_file
 from tinyclf.params import EvaluateParams
 from tinyclf.transforms import PreparedDataset, make_loader, to_model_input
@@ -36,7 +37,7 @@ DECIMALS = 6
 TOPK = 5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(TinyclfError, ValueError):
     """Inputs that cannot be evaluated together (mismatched model and data, missing files)."""
 
 

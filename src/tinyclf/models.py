@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyclf import atomic
+from tinyclf.errors import TinyclfError
 
 MODEL_FILE_FORMAT = "tinyclf-model-v1"
 # The meta keys every model file carries (docs/architecture.md, "model file").
@@ -35,11 +36,11 @@ REQUIRED_META_KEYS = (
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
-class ModelError(ValueError):
+class ModelError(TinyclfError, ValueError):
     """An unknown model name or an impossible model request."""
 
 
-class ModelFileError(Exception):
+class ModelFileError(TinyclfError):
     """A model file that is missing, unreadable, foreign or does not match its own metadata."""
 
 

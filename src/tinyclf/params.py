@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from tinyclf.errors import TinyclfError
+
 DATASETS = ("tiny-imagenet", "cifar10")
 # Official archives (DESIGN.md): URL, file name under data/raw/, md5.
 OFFICIAL = {
@@ -43,7 +45,7 @@ SYNONYMS = {
 }
 
 
-class ParamsError(ValueError):
+class ParamsError(TinyclfError, ValueError):
     """A parameter file that cannot be used; the message names the key."""
 
 

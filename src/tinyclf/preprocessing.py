@@ -30,9 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyclf import arrays
+from tinyclf.errors import TinyclfError
 
 
-class PrepareError(Exception):
+class PrepareError(TinyclfError):
     """An archive or member that cannot be prepared; the message (one line) names it."""
 
 

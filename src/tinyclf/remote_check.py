@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tinyclf.errors import TinyclfError
+
 DOCS = "docs/remotes.md"
 
 
-class RemoteProblem(Exception):
+class RemoteProblem(TinyclfError):
     """A remote cannot be used; the message is one line naming the remote and what to check."""
 
 

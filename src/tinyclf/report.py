@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tinyclf import arrays, atomic, plots
+from tinyclf.errors import TinyclfError
 from tinyclf.models import format_model_table, load_model_file, model_table
 from tinyclf.params import Params
 
@@ -32,7 +33,7 @@ GENERATED_BANNER = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(TinyclfError, ValueError):
     """An input the report needs is missing or unreadable; the message names the file."""
 
 

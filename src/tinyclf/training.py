@@ -50,15 +50,16 @@ from torch import nn
 from tinyclf import atomic, checkpoint, distributed
 from tinyclf.distributed import DistInfo
 from tinyclf.engine import Progress, StepRecipe, evaluate, train_one_epoch
+from tinyclf.errors import TinyclfError
 
 COLLECTIVE_TIMEOUT_S = 600.0
 
 
-class TrainingError(Exception):
+class TrainingError(TinyclfError):
     """A run that cannot start or go on for a reason the user can fix; one line."""
 
 
-class Interrupted(Exception):
+class Interrupted(TinyclfError):
     """SIGTERM/SIGINT arrived; a checkpoint was saved. `signum` gives the exit code (128 + signum)."""
 
     def __init__(self, message: str, signum: int):
