@@ -59,7 +59,7 @@ def main() -> int:
     from tinyclf.engine import Progress, StepRecipe, train_one_epoch
     from tinyclf.models import create_model
     from tinyclf.params import params_from_dict
-    from tinyclf.training import build_loss_and_mixup, build_optimizer, build_scheduler
+    from tinyclf.recipe import build_loss_and_mixup, build_optimizer, build_scheduler
     from tinyclf.transforms import EpochSampler, PreparedDataset, build_augment, make_loader, to_model_input
     from timm.utils import ModelEmaV3
 

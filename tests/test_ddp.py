@@ -19,7 +19,8 @@ from synthetic_prepared import write_prepared
 
 from tinyclf.params import params_from_dict
 from tinyclf.models import create_model
-from tinyclf.training import run_training, seed_everything
+from tinyclf.recipe import seed_everything
+from tinyclf.training import run_training
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

@@ -252,7 +252,7 @@ def test_stage_generated_writes_exactly_one_file(tmp_path):
 def test_stage_errors_are_one_line(tmp_path):
     bad = _write_params(tmp_path, "tiny-imagenet", md5="xyz")
     result = _stage("--out", "raw", "--params", str(bad), cwd=tmp_path)
-    assert result.returncode == 1 and "download.md5" in result.stderr
+    assert result.returncode == 1 and "download.md5" in result.stderr and result.stderr.startswith("download: ")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     missing = _write_params(tmp_path, "tiny-imagenet", source=str(tmp_path / "absent.zip"))
     result = _stage("--out", "raw", "--params", str(missing), cwd=tmp_path)

@@ -442,6 +442,7 @@ def test_stage_script_wrong_or_missing_archive(tmp_path, cifar_archive):
     proc = _stage(tmp_path, raw, "tiny-imagenet")
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("preprocess: ")
     assert "holds the cifar10 archive (cifar-10-python.tar.gz) but data.dataset is tiny-imagenet" in proc.stderr
     (raw / "cifar-10-python.tar.gz").unlink()
     proc = _stage(tmp_path, raw, "tiny-imagenet")

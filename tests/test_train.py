@@ -20,8 +20,8 @@ from tinyclf import checkpoint
 from tinyclf.engine import NonFiniteLossError
 from tinyclf.models import load_model_file
 from tinyclf.params import params_from_dict
-from tinyclf.training import (TrainingError, build_optimizer, build_scheduler, plan_steps, run_training,
-                              scaled_lr)
+from tinyclf.recipe import StepPlan, TrainingError, build_optimizer, build_scheduler, plan_steps, scaled_lr
+from tinyclf.training import run_training
 
 FAST = dict(train__model="test_resnet", train__crop="pad_crop", train__lr=0.4, train__epochs=3)
 
@@ -94,8 +94,8 @@ def test_recipe_uses_timm_pieces_as_documented(prepared):
     assert all(p.ndim <= 1 for p in by_decay[0.0]) and all(p.ndim > 1 for p in by_decay[5e-4])
     assert any("bn" in names[id(p)] for p in by_decay[0.0])
     plan = plan_steps(128, tp, world=1)
-    assert plan == {"per_rank": 32, "updates_per_epoch": 2, "micro_per_epoch": 4}
-    sched, epochs = build_scheduler(opt, tp, plan["updates_per_epoch"])
+    assert plan == StepPlan(per_rank=32, updates_per_epoch=2, micro_per_epoch=4)
+    sched, epochs = build_scheduler(opt, tp, plan.updates_per_epoch)
     assert epochs == 4
     sched.step_update(num_updates=0)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)  # warmup starts at warmup_lr

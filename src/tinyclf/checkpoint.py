@@ -1,5 +1,9 @@
-"""The resume checkpoint `checkpoints/last.pt`: atomic save, weights_only load, and the refusal of
-a checkpoint made with parameters that change the result.
+"""The resume checkpoint `checkpoints/last.pt`: what a run saves, how it is restored, and the
+refusal of a checkpoint made with parameters that change the result.
+
+`RunCheckpoint` pairs the two halves a run uses: `save(progress)` (every rank calls it: it
+gathers their RNG states and sums; rank 0 writes atomically) and, on start, `load_for_resume()`
+then `restore(state, progress)`.
 
 One file, written by rank 0, holding:
   format, fingerprint, complete (the run finished), epoch (epochs completed), update (optimizer
@@ -20,14 +24,20 @@ from __future__ import annotations
 
 import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from tinyclf import atomic
+from tinyclf import atomic, distributed
+from tinyclf.distributed import DistInfo
 from tinyclf.errors import TinyclfError
+
+if TYPE_CHECKING:
+    from tinyclf.engine import Progress
 
 CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
 CHECKPOINT_NAME = "last.pt"
@@ -112,6 +122,90 @@ def resume_decision(path: str | Path, current_fingerprint: dict) -> dict | None:
             f"({'; '.join(diffs)}): delete {path.parent}/ to start over, or restore those parameters to resume it"
         )
     return state
+
+
+# ------------------------------------------------------------------------------------ a run's state
+@dataclass
+class Trainables:
+    """The objects whose state a checkpoint holds. `ema` is timm's ModelEmaV3; `scaler` exists for fp16 only."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: Any | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+class RunCheckpoint:
+    """The resume checkpoint of one run: `checkpoint_dir/last.pt` for these trainables and this fingerprint."""
+
+    def __init__(self, checkpoint_dir: str | Path, fingerprint: dict, parts: Trainables, info: DistInfo):
+        self.path = checkpoint_path(checkpoint_dir)
+        self.fingerprint = fingerprint
+        self.parts = parts
+        self.info = info
+
+    def load_for_resume(self) -> dict | None:
+        """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused.
+
+        Only rank 0 is sure to see the file (several nodes): it decides and sends the state to the others.
+        """
+        decision = None
+        if self.info.is_main:
+            try:
+                decision = ("ok", resume_decision(self.path, self.fingerprint))
+            except CheckpointError as exc:
+                decision = ("error", str(exc))
+        kind, state = distributed.broadcast_from_main(decision, self.info)
+        if kind == "error":
+            raise CheckpointError(state)
+        return state
+
+    def restore(self, state: dict, progress: Progress) -> bool:
+        """Load `state` into the trainables and `progress`. Returns True when this rank's RNG streams and
+        partial-epoch sums were restored too, False when the checkpoint came from another process count
+        (the data order continues exactly; the caller reseeds the random streams)."""
+        parts = self.parts
+        parts.model.load_state_dict(state["model"])
+        if parts.ema is not None and state.get("ema") is not None:
+            parts.ema.module.load_state_dict(state["ema"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        if parts.scaler is not None and state.get("scaler"):
+            parts.scaler.load_state_dict(state["scaler"])
+        progress.epoch = int(state["epoch"])
+        progress.update = int(state["update"])
+        progress.micro_in_epoch = int(state["micro_in_epoch"])
+        progress.run_seconds = float(state.get("train_seconds", 0.0))
+        progress.run_images = int(state.get("train_images", 0))
+        if int(state["world_size"]) != self.info.world_size:
+            return False  # per-rank RNG states and sums belong to other ranks; the sums stay 0
+        mine = state["ranks"][self.info.rank]
+        restore_rng(mine["rng"])
+        for key, value in mine["sums"].items():
+            setattr(progress, key, float(value))
+        return True
+
+    def save(self, progress: Progress, *, complete: bool = False) -> None:
+        """Save at an optimizer-step boundary. All ranks call this (it gathers their RNG states); rank 0 writes.
+
+        `complete` marks a finished run, which the next run does not continue.
+        """
+        mine = {"rng": capture_rng(), "sums": progress.sums()}
+        ranks = distributed.gather_to_main(mine, self.info)
+        if not self.info.is_main:
+            return
+        parts = self.parts
+        save(self.path, {
+            "fingerprint": self.fingerprint, "complete": complete, "epoch": progress.epoch,
+            "update": progress.update, "micro_in_epoch": progress.micro_in_epoch,
+            "world_size": self.info.world_size, "model": parts.model.state_dict(),
+            "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
+            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None, "ranks": ranks,
+            # Completed epochs only: the current epoch's partial time travels in the ranks' sums.
+            "train_seconds": progress.run_seconds, "train_images": progress.run_images,
+        })
 
 
 # ------------------------------------------------------------------------------------ RNG states

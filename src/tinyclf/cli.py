@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tinyclf.errors import TinyclfError
+
 
 def _check_params(args) -> int:
     from tinyclf.params import load_params
@@ -82,9 +84,6 @@ def _quickstart(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tinyclf.models import ModelError, ModelFileError
-    from tinyclf.params import ParamsError
-
     parser = argparse.ArgumentParser(prog="tinyclf", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check-params", help="validate a params.yaml")
@@ -109,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ParamsError, ModelError, ModelFileError) as exc:
+    except TinyclfError as exc:
         print(f"tinyclf {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -89,13 +89,16 @@ def all_reduce_sum(values: list[float] | torch.Tensor, info: DistInfo) -> list[f
     return tensor.cpu().tolist()
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when `flag` is true on at least one: ranks agree to stop at the same step."""
+def any_rank(flags: Sequence[bool], info: DistInfo) -> list[bool]:
+    """For each flag, True on every rank when it is true on at least one rank (one all_reduce for all).
+
+    Ranks use it to agree at the same optimizer step, e.g. on [loss not finite, stop requested].
+    """
     if not info.distributed:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=info.device)
+        return [bool(f) for f in flags]
+    tensor = torch.tensor([1.0 if f else 0.0 for f in flags], device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
+    return [v > 0 for v in tensor.tolist()]
 
 
 def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:

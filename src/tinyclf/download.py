@@ -159,52 +159,64 @@ def _http_attempt(session: requests.Session, url: str, part: Path, *, timeout: f
         raise _Retry(_reason(exc)) from None
     with resp:
         if resp.status_code == 416 and offset:
-            # Nothing past what we hold: either the .part is already complete or it is not this file.
-            total = _content_range_total(resp.headers.get("Content-Range", ""))
-            if total == offset:
-                digest = hashlib.md5()
-                _hash_file(part, digest)
-                return digest
-            part.unlink()
-            raise _Retry(f"HTTP 416 for a partial file of {offset} bytes; starting over")
-        if resp.status_code in TRANSIENT_STATUS:
-            raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
-        if resp.status_code not in (200, 206):
-            raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}")
-        if resp.status_code == 206 and _content_range_start(resp.headers.get("Content-Range", "")) != offset:
+            return _digest_of_complete_part(resp, part, offset)
+        offset, mode, total = _where_the_body_goes(resp, url, part, offset)
+        return _stream_body(resp, part, offset, mode, total, progress=progress, desc=desc)
+
+
+def _digest_of_complete_part(resp: requests.Response, part: Path, offset: int):
+    """HTTP 416 (nothing past what we hold): the .part is either complete or not this file."""
+    total = _content_range_total(resp.headers.get("Content-Range", ""))
+    if total == offset:
+        digest = hashlib.md5()
+        _hash_file(part, digest)
+        return digest
+    part.unlink()
+    raise _Retry(f"HTTP 416 for a partial file of {offset} bytes; starting over")
+
+
+def _where_the_body_goes(resp: requests.Response, url: str, part: Path, offset: int) -> tuple[int, str, int | None]:
+    """(offset the body starts at, file mode, total size or None) for a response; _Retry or
+    DownloadError for a status that carries no usable body."""
+    if resp.status_code in TRANSIENT_STATUS:
+        raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
+    if resp.status_code not in (200, 206):
+        raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+    if resp.status_code == 206:
+        if _content_range_start(resp.headers.get("Content-Range", "")) != offset:
             part.unlink(missing_ok=True)
             raise _Retry(f"server sent a range other than the requested bytes={offset}-; starting over")
-        if resp.status_code == 206:
-            mode = "ab"
-            length = _int_or_none(resp.headers.get("Content-Length"))
-            total = offset + length if length is not None else None
-        else:
-            # 200: the server ignores Range (or there was nothing to resume): start from zero.
-            if offset:
-                print(f"{url}: server did not resume (HTTP {resp.status_code}); downloading from the start",
-                      file=sys.stderr)
-            offset, mode = 0, "wb"
-            total = _int_or_none(resp.headers.get("Content-Length"))
-        digest = hashlib.md5()
-        if offset:
-            _hash_file(part, digest)  # the checksum covers the bytes already on disk too
-        received = offset
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                   file=sys.stderr, disable=not progress, leave=False)
-        try:
-            with bar, open(part, mode) as fh:
-                # read1: whatever has arrived, up to CHUNK, so a stall loses nothing already received.
-                while chunk := resp.raw.read1(CHUNK, decode_content=False):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            # What arrived stays in .part for the next attempt to resume.
-            raise _Retry(f"connection lost after {received} bytes: {_reason(exc)}") from None
-        if total is not None and received != total:
-            raise _Retry(f"connection closed after {received} of {total} bytes")
-        return digest
+        length = _int_or_none(resp.headers.get("Content-Length"))
+        return offset, "ab", offset + length if length is not None else None
+    # 200: the server ignores Range (or there was nothing to resume): start from zero.
+    if offset:
+        print(f"{url}: server did not resume (HTTP {resp.status_code}); downloading from the start", file=sys.stderr)
+    return 0, "wb", _int_or_none(resp.headers.get("Content-Length"))
+
+
+def _stream_body(resp: requests.Response, part: Path, offset: int, mode: str, total: int | None, *,
+                 progress: bool, desc: str):
+    """Append (or write) the body to `part` with a progress bar; the md5 covers the whole file."""
+    digest = hashlib.md5()
+    if offset:
+        _hash_file(part, digest)  # the checksum covers the bytes already on disk too
+    received = offset
+    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+               file=sys.stderr, disable=not progress, leave=False)
+    try:
+        with bar, open(part, mode) as fh:
+            # read1: whatever has arrived, up to CHUNK, so a stall loses nothing already received.
+            while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                fh.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        # What arrived stays in .part for the next attempt to resume.
+        raise _Retry(f"connection lost after {received} bytes: {_reason(exc)}") from None
+    if total is not None and received != total:
+        raise _Retry(f"connection closed after {received} of {total} bytes")
+    return digest
 
 
 def _reason(exc: BaseException) -> str:

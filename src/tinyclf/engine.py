@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,19 +30,31 @@ class NonFiniteLossError(TinyclfError, RuntimeError):
 class Progress:
     """Where training stands, at an optimizer-step boundary (what a checkpoint records).
 
-    `update` counts optimizer steps since the start of the run; `micro_in_epoch` the micro-batches
-    of the current epoch already consumed; the sums are this rank's, for the current epoch.
+    `epoch` counts completed epochs; `update` optimizer steps since the start of the run;
+    `micro_in_epoch` the micro-batches of the current epoch already consumed. The sums are this
+    rank's, for the current epoch; `run_seconds`/`run_images` total the completed epochs.
     """
 
+    epoch: int = 0
     update: int = 0
     micro_in_epoch: int = 0
     loss_sum: float = 0.0
     correct: float = 0.0
     count: float = 0.0
     seconds: float = 0.0  # training time spent in this epoch (across interruptions)
+    run_seconds: float = 0.0
+    run_images: int = 0
 
     def sums(self) -> dict:
         return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count, "seconds": self.seconds}
+
+    def end_epoch(self, seconds: float, images: int) -> None:
+        """Count a finished epoch (its wall time, its images over all ranks) and start the next."""
+        self.run_seconds += seconds
+        self.run_images += images
+        self.epoch += 1
+        self.micro_in_epoch = 0
+        self.loss_sum = self.correct = self.count = self.seconds = 0.0
 
 
 @dataclass
@@ -74,6 +86,124 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _PendingSums:
+    """Loss and correct-prediction sums of the micro-batches since the last optimizer step.
+
+    Kept on the device (no host sync per micro-batch) and moved into `Progress` at the step.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.float64)
+        self.images = 0
+        self.micro = 0  # micro-batches since the last optimizer step
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, hard_labels: torch.Tensor) -> None:
+        n = hard_labels.shape[0]
+        self.loss += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(dim=1) == hard_labels).sum()
+        self.images += n
+        self.micro += 1
+
+    def loss_is_finite(self) -> bool:
+        return bool(torch.isfinite(self.loss).item())
+
+    def move_into(self, progress: Progress) -> int:
+        """Add the sums to `progress` and start over; returns the images they covered."""
+        images = self.images
+        progress.micro_in_epoch += self.micro
+        progress.loss_sum += self.loss.item()
+        progress.correct += self.correct.item()
+        progress.count += images
+        self.loss.zero_()
+        self.correct.zero_()
+        self.images = self.micro = 0
+        return images
+
+
+class _EpochClock:
+    """Training wall time of an epoch, added to `progress.seconds` (checkpoint writes excluded)."""
+
+    def __init__(self, device: torch.device, progress: Progress):
+        self.device, self.progress = device, progress
+        _sync(device)
+        self.start = time.perf_counter()
+
+    def lap(self) -> None:
+        """Add the time since the last lap to the epoch's training time (waits for the device)."""
+        _sync(self.device)
+        now = time.perf_counter()
+        self.progress.seconds += now - self.start
+        self.start = now
+
+    def restart(self) -> None:
+        """Start counting again, leaving out the time since the last lap."""
+        self.start = time.perf_counter()
+
+
+def _no_sync_context(model: nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
+    """DDP's no_sync (skip the gradient all-reduce) for `model` (DDP, compiled DDP, or plain)."""
+    ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else getattr(model, "_orig_mod", None)
+    if isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return ddp.no_sync
+    return contextlib.nullcontext
+
+
+def _next_batch(batches: Iterator, position: int, micro_batches: int, device: torch.device):
+    try:
+        images, labels = next(batches)
+    except StopIteration:
+        raise RuntimeError(f"the loader ran out after {position} of {micro_batches} micro-batches; "
+                           "it must drop incomplete batches only") from None
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor, target: torch.Tensor, recipe: StepRecipe,
+                      device: torch.device, context: contextlib.AbstractContextManager):
+    """Loss of one micro-batch, backpropagated (scaled for accumulation and fp16); returns (logits, loss)."""
+    with context:
+        with _autocast(device, recipe.autocast_dtype):
+            logits = model(x)
+            loss = recipe.loss_fn(logits, target)
+        scaled = loss / recipe.accum_steps
+        (recipe.scaler.scale(scaled) if recipe.scaler is not None else scaled).backward()
+    return logits, loss
+
+
+def _agree_before_step(pending: _PendingSums, stop_requested: bool, progress: Progress, info: DistInfo) -> bool:
+    """All ranks agree (one tiny all_reduce) on a non-finite loss and on stopping; returns "stop".
+
+    Raises NonFiniteLossError before the weights change, so the last good step stays intact.
+    """
+    not_finite, stop = distributed.any_rank([not pending.loss_is_finite(), stop_requested], info)
+    if not_finite:
+        raise NonFiniteLossError(
+            f"non-finite training loss at optimizer step {progress.update + 1} "
+            f"(epoch micro-batch {progress.micro_in_epoch + pending.micro}); the weights of step "
+            f"{progress.update} are the last good ones. Lower train.lr or set train.clip_grad")
+    return stop
+
+
+def _optimizer_step(recipe: StepRecipe, raw_model: nn.Module, progress: Progress) -> None:
+    """Clip, step (through the fp16 scaler when there is one), then the per-step scheduler and EMA."""
+    opt = recipe.optimizer
+    if recipe.scaler is not None and recipe.clip_grad > 0:
+        recipe.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    if recipe.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(recipe.params, recipe.clip_grad)
+    if recipe.scaler is not None:
+        recipe.scaler.step(opt)
+        recipe.scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    progress.update += 1
+    if recipe.scheduler is not None:
+        recipe.scheduler.step_update(num_updates=progress.update)
+    if recipe.ema is not None:
+        recipe.ema.update(raw_model, step=progress.update)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -99,112 +229,48 @@ def train_one_epoch(
     over the whole epoch, reduced over ranks (loss/acc are None when stopped early).
     """
     raw_model = raw_model if raw_model is not None else model
-    ddp = isinstance(model, nn.parallel.DistributedDataParallel) or isinstance(
-        getattr(model, "_orig_mod", None), nn.parallel.DistributedDataParallel)
-    ddp_module = model if isinstance(model, nn.parallel.DistributedDataParallel) else getattr(model, "_orig_mod", model)
-    opt = recipe.optimizer
+    no_sync = _no_sync_context(model)
     model.train()
-    opt.zero_grad(set_to_none=True)
-
-    # Sums of the steps since the last optimizer step, on the device (no host sync per micro-batch).
-    pending_loss = torch.zeros((), device=device, dtype=torch.float64)
-    pending_correct = torch.zeros((), device=device, dtype=torch.float64)
-    pending_count = 0
-    in_update = 0
-    stopped = False
-    images_done = 0
-    _sync(device)
-    start = time.perf_counter()
+    recipe.optimizer.zero_grad(set_to_none=True)
+    pending = _PendingSums(device)
+    images_done, stopped = 0, False
+    clock = _EpochClock(device, progress)
     # Creating a DataLoader iterator draws a seed from the global torch RNG; fork it so the global
     # stream (dropout, random erasing) does not depend on where an epoch was (re)started.
     with torch.random.fork_rng(devices=[]):
-        it = iter(loader)
-    while progress.micro_in_epoch + in_update < micro_batches:
-        try:
-            images, labels = next(it)
-        except StopIteration:
-            raise RuntimeError(f"the loader ran out after {progress.micro_in_epoch + in_update} of "
-                               f"{micro_batches} micro-batches; it must drop incomplete batches only") from None
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        micro_index = progress.update * recipe.accum_steps + in_update
+        batches = iter(loader)
+    while progress.micro_in_epoch + pending.micro < micro_batches:
+        images, labels = _next_batch(batches, progress.micro_in_epoch + pending.micro, micro_batches, device)
+        micro_index = progress.update * recipe.accum_steps + pending.micro
         x, target, hard = recipe.prepare(images, labels, micro_index) if recipe.prepare else (images, labels, labels)
-        last_micro = in_update == recipe.accum_steps - 1
+        last_micro = pending.micro == recipe.accum_steps - 1
         # Gradients are all-reduced only on the last micro-batch of an accumulated step.
-        sync_ctx = ddp_module.no_sync() if ddp and not last_micro else contextlib.nullcontext()
-        with sync_ctx:
-            with _autocast(device, recipe.autocast_dtype):
-                logits = model(x)
-                loss = recipe.loss_fn(logits, target)
-            scaled = loss / recipe.accum_steps
-            (recipe.scaler.scale(scaled) if recipe.scaler is not None else scaled).backward()
-        n = labels.shape[0]
-        pending_loss += loss.detach().double() * n
-        pending_correct += (logits.detach().argmax(dim=1) == hard).sum()
-        pending_count += n
-        in_update += 1
+        context = contextlib.nullcontext() if last_micro else no_sync()
+        logits, loss = _forward_backward(model, x, target, recipe, device, context)
+        pending.add(loss, logits, hard)
         if on_batch is not None:
             on_batch()
         if not last_micro:
             continue
-
-        # --- optimizer step boundary: agree on finiteness and stopping before touching the weights.
-        local_bad = not bool(torch.isfinite(pending_loss).item())
-        flags = [1.0 if local_bad else 0.0, 1.0 if should_stop() else 0.0]
-        if info.distributed:
-            t = torch.tensor(flags, device=device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flags = t.tolist()
-        if flags[0] > 0:
-            raise NonFiniteLossError(
-                f"non-finite training loss at optimizer step {progress.update + 1} "
-                f"(epoch micro-batch {progress.micro_in_epoch + in_update}); the weights of step "
-                f"{progress.update} are the last good ones. Lower train.lr or set train.clip_grad")
-        if recipe.scaler is not None:
-            if recipe.clip_grad > 0:
-                recipe.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(recipe.params, recipe.clip_grad)
-            recipe.scaler.step(opt)
-            recipe.scaler.update()
-        else:
-            if recipe.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(recipe.params, recipe.clip_grad)
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        progress.update += 1
-        if recipe.scheduler is not None:
-            recipe.scheduler.step_update(num_updates=progress.update)
-        if recipe.ema is not None:
-            recipe.ema.update(raw_model, step=progress.update)
-
-        progress.micro_in_epoch += in_update
-        progress.loss_sum += pending_loss.item()
-        progress.correct += pending_correct.item()
-        progress.count += pending_count
-        images_done += pending_count
-        pending_loss.zero_()
-        pending_correct.zero_()
-        pending_count = 0
-        in_update = 0
-        if after_update is not None or flags[1] > 0:
-            _sync(device)
-            now = time.perf_counter()
-            progress.seconds += now - start
-            start = now
+        stopped = _agree_before_step(pending, should_stop(), progress, info)
+        _optimizer_step(recipe, raw_model, progress)
+        images_done += pending.move_into(progress)
+        if after_update is not None or stopped:
+            clock.lap()
         if after_update is not None:
             after_update(progress)
-            # A checkpoint write is not training time.
-            start = time.perf_counter()
-        if flags[1] > 0:
-            stopped = True
+            clock.restart()  # a checkpoint write is not training time
+        if stopped:
             break
-
-    _sync(device)
-    progress.seconds += time.perf_counter() - start
-    del it  # shuts down non-persistent workers now rather than at garbage collection
+    clock.lap()
+    del batches  # shuts down non-persistent workers now rather than at garbage collection
     if stopped:
         return {"loss": None, "acc": None, "images": images_done, "seconds": progress.seconds,
                 "images_per_s": None, "stopped": True}
+    return _epoch_metrics(progress, info)
+
+
+def _epoch_metrics(progress: Progress, info: DistInfo) -> dict:
     loss_sum, correct, count = distributed.all_reduce_sum([progress.loss_sum, progress.correct, progress.count], info)
     # Wall time is the slowest rank's; on one machine the ranks run in lockstep anyway.
     seconds = max(progress.seconds, 1e-9)

@@ -219,8 +219,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, ep: EvaluateParams, *,
-                   device: torch.device | None = None, progress: bool = True) -> dict:
+def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path,
+                   evaluate_params: EvaluateParams, *, device: torch.device | None = None,
+                   progress: bool = True) -> dict:
     """Evaluate `model_path` on the prepared val split and write every output under `out_dir`.
 
     Everything is checked before anything is written: missing prepared data raises
@@ -240,18 +241,19 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     dataset = PreparedDataset(prepared_dir, SPLIT)
-    pred = predict(model, dataset, meta["mean"], meta["std"], batch_size=ep.batch_size, workers=ep.workers,
-                   tta_flip=ep.tta_flip, device=device, progress=progress)
+    pred = predict(model, dataset, meta["mean"], meta["std"], batch_size=evaluate_params.batch_size,
+                   workers=evaluate_params.workers, tta_flip=evaluate_params.tta_flip, device=device,
+                   progress=progress)
     num_classes = len(classes["classes"])
-    summary = summarize_predictions(pred, num_classes, ece_bins=ep.ece_bins)
-    metrics = {**summary.metrics, "generated": bool(classes["generated"]), "tta_flip": bool(ep.tta_flip)}
+    summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)
+    metrics = {**summary.metrics, "generated": bool(classes["generated"]), "tta_flip": bool(evaluate_params.tta_flip)}
     speed = {
         "images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
         "seconds": round(pred.seconds, 3),
         "device": device_description(device),
     }
     names = [c["name"] for c in classes["classes"]]
-    pairs = most_confused_pairs(summary.confusion, ep.confused_pairs)
+    pairs = most_confused_pairs(summary.confusion, evaluate_params.confused_pairs)
     per_class = {
         "dataset": classes["dataset"],
         "generated": bool(classes["generated"]),
@@ -262,7 +264,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
 
     atomic.write_text(out_dir / "predictions.csv", predictions_csv(summary.topk, pred.labels, summary.confidence))
     atomic.write_json(out_dir / "per_class.json", per_class)
-    _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, ep.misclassified_examples)
+    _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, evaluate_params.misclassified_examples)
     atomic.write_json(out_dir / "speed.json", speed)
     atomic.write_json(out_dir / "metrics.json", metrics)
     return {"metrics": metrics, "speed": speed}

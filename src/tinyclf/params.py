@@ -67,7 +67,12 @@ class DataParams:
 
     def resolved_image_size(self) -> int:
         """The side length of prepared images: image_size, or the dataset's native size when 0."""
-        return self.image_size or NATIVE_IMAGE_SIZE[self.dataset]
+        return prepared_image_size(self.dataset, self.image_size)
+
+
+def prepared_image_size(dataset: str, image_size: int) -> int:
+    """`data.image_size` resolved: the side length of prepared images (0 means the dataset's native size)."""
+    return image_size or NATIVE_IMAGE_SIZE[dataset]
 
 
 @dataclass(frozen=True)
@@ -201,19 +206,20 @@ def _check_cross_field(params: Params, where: str) -> None:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
 
 
-def _type_name(tp) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(tp, str(tp))
+def _type_name(expected_type) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    return names.get(expected_type, str(expected_type))
 
 
-def _coerce(value: Any, tp, key: str, where: str) -> Any:
+def _coerce(value: Any, expected_type, key: str, where: str) -> Any:
     # bool is a subclass of int in Python: reject `epochs: true` and `ema: 1` explicitly.
-    if tp is bool:
+    if expected_type is bool:
         if isinstance(value, bool):
             return value
-    elif tp is int:
+    elif expected_type is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-    elif tp is float:
+    elif expected_type is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept numeric strings of that shape.
@@ -222,13 +228,13 @@ def _coerce(value: Any, tp, key: str, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif tp is str:
+    elif expected_type is str:
         if isinstance(value, str):
             return value
-    elif tp is list:
+    elif expected_type is list:
         if isinstance(value, list):
             return value
-    raise ParamsError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}")
+    raise ParamsError(f"{where}: {key} must be {_type_name(expected_type)}, got {value!r}")
 
 
 def _check_constraints(value: Any, meta: dict, key: str, where: str) -> None:
@@ -268,14 +274,14 @@ def _build(cls, raw: Any, prefix: str, where: str):
             raise ParamsError(f"{where}: unknown key '{full}'{extra}")
     kwargs = {}
     for name, f in fields.items():
-        tp = hints[name]
+        expected_type = hints[name]
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw.get(name), f"{key}.", where)
+        if dataclasses.is_dataclass(expected_type):
+            kwargs[name] = _build(expected_type, raw.get(name), f"{key}.", where)
             continue
         if name not in raw:
             continue  # the dataclass default applies
-        value = _coerce(raw[name], tp, key, where)
+        value = _coerce(raw[name], expected_type, key, where)
         _check_constraints(value, f.metadata, key, where)
         kwargs[name] = value
     return cls(**kwargs)

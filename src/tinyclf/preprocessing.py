@@ -80,14 +80,25 @@ def decode_image(data: bytes, size: int, out: np.ndarray | None = None) -> tuple
     one of "grayscale", "cmyk", "rgba", "other" (palette, grey+alpha, 16-bit). Raises ValueError
     with the reason when the bytes are not a decodable image.
     """
+    img = _decode_unchanged(data)
+    img, conversion = _to_rgb8(img, data, out if img.shape[:2] == (size, size) else None)
+    resized = img.shape[0] != size or img.shape[1] != size
+    if resized:
+        img = _resize(img, size)
+    if out is not None and img is not out:
+        out[...] = img
+    return img, conversion, resized
+
+
+def _decode_unchanged(data: bytes) -> np.ndarray:
+    """OpenCV's decode with the file's own depth and channels; ValueError naming what is wrong."""
     if not data:
         raise ValueError("empty member")
-    is_jpeg = data[:2] == b"\xff\xd8"
     # libjpeg decodes a truncated JPEG into a partly grey image with only a warning; a file that
     # lost its end-of-image marker is corrupt, so say so rather than train on it. The marker must
     # follow the last start-of-scan (byte stuffing keeps both out of the compressed data); bytes
     # after it, which some writers append, are allowed.
-    if is_jpeg and data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 2)) < 0:
+    if _is_jpeg(data) and data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 2)) < 0:
         raise ValueError("truncated JPEG (no end-of-image marker)")
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -95,7 +106,16 @@ def decode_image(data: bytes, size: int, out: np.ndarray | None = None) -> tuple
         raise ValueError(f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1]})") from None
     if img is None or img.size == 0:
         raise ValueError("not a decodable image")
+    return img
 
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:2] == b"\xff\xd8"
+
+
+def _to_rgb8(img: np.ndarray, data: bytes, out: np.ndarray | None) -> tuple[np.ndarray, str | None]:
+    """8-bit RGB from any depth and channel count OpenCV returns, and which conversion it took
+    (`data`, the file's bytes, tells CMYK JPEGs and palette PNGs apart). Writes into `out` if given."""
     conversion = None
     if img.dtype == np.uint16:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -104,32 +124,20 @@ def decode_image(data: bytes, size: int, out: np.ndarray | None = None) -> tuple
         raise ValueError(f"unsupported pixel type {img.dtype}")
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels == 1:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        conversion = conversion or "grayscale"
-    elif channels == 2:  # grey + alpha (PNG): keep the grey, drop the alpha
-        img = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2RGB)
-        conversion = "other"
-    elif channels == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)  # alpha dropped, as PIL's convert("RGB") does
-        conversion = conversion or "rgba"
-    elif channels == 3:
-        if img.shape[:2] == (size, size) and out is not None:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out)  # the common case: straight into the block
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if is_jpeg and _jpeg_components(data) == 4:
-            conversion = conversion or "cmyk"  # OpenCV already turned the inks into BGR
-        elif data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[25] == _PNG_PALETTE:
-            conversion = conversion or "other"  # palette PNG, expanded by OpenCV
-    else:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), conversion or "grayscale"
+    if channels == 2:  # grey + alpha (PNG): keep the grey, drop the alpha
+        return cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2RGB), "other"
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB), conversion or "rgba"  # alpha dropped, as PIL's convert("RGB")
+    if channels != 3:
         raise ValueError(f"unsupported channel count {channels}")
-
-    resized = img.shape[0] != size or img.shape[1] != size
-    if resized:
-        img = _resize(img, size)
-    if out is not None and img is not out:
-        out[...] = img
-    return img, conversion, resized
+    # The common case goes straight into the output block when there is one.
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out) if out is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if _is_jpeg(data) and _jpeg_components(data) == 4:
+        conversion = conversion or "cmyk"  # OpenCV already turned the inks into BGR
+    elif data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[25] == _PNG_PALETTE:
+        conversion = conversion or "other"  # palette PNG, expanded by OpenCV
+    return img, conversion
 
 
 # --------------------------------------------------------------------- parallel zip decoding
@@ -357,6 +365,26 @@ def resolve_workers(workers: int) -> int:
     return workers if workers > 0 else available_cores()
 
 
+def find_archive(raw_dir: str | Path, dataset: str) -> Path:
+    """The archive of `dataset` in raw_dir (the download stage's output); PrepareError if it is
+    missing or belongs to another dataset."""
+    from tinyclf.params import OFFICIAL, archive_filename
+
+    raw_dir = Path(raw_dir)
+    expected = raw_dir / archive_filename(dataset)
+    if expected.is_file():
+        return expected
+    if not raw_dir.is_dir():
+        raise PrepareError(f"{raw_dir}: no such directory; run the download stage first (dvc repro download)")
+    others = [name for name, info in OFFICIAL.items() if name != dataset and (raw_dir / info["filename"]).is_file()]
+    if others:
+        raise PrepareError(
+            f"{raw_dir} holds the {others[0]} archive ({archive_filename(others[0])}) but data.dataset is {dataset}; "
+            f"run the download stage again (dvc repro) or set data.dataset: {others[0]}"
+        )
+    raise PrepareError(f"{expected}: missing; run the download stage first (dvc repro download)")
+
+
 def prepare(
     archive: str | Path,
     out_dir: str | Path,
@@ -375,7 +403,7 @@ def prepare(
     must do so under `if __name__ == "__main__":` (the pool re-imports the main module).
     """
     from tinyclf.datasets.generated import is_generated
-    from tinyclf.params import NATIVE_IMAGE_SIZE
+    from tinyclf.params import NATIVE_IMAGE_SIZE, prepared_image_size
 
     if dataset not in NATIVE_IMAGE_SIZE:
         raise PrepareError(f"unknown dataset {dataset!r}; expected one of {', '.join(NATIVE_IMAGE_SIZE)}")
@@ -384,7 +412,7 @@ def prepare(
     archive = Path(archive)
     if not archive.is_file():
         raise PrepareError(f"{archive}: no such file")
-    size = image_size or NATIVE_IMAGE_SIZE[dataset]
+    size = prepared_image_size(dataset, image_size)
     started = time.perf_counter()
     with arrays.prepared_output(out_dir) as tmp:
         if dataset == "tiny-imagenet":

@@ -55,27 +55,27 @@ RANDAUGMENT_MAGNITUDE = 9 / 30
 # Per-image augmentation (albumentations)
 # ----------------------------------------------------------------------------------------------
 
-def build_augment(tp: TrainParams, image_size: int) -> A.Compose:
+def build_augment(train_params: TrainParams, image_size: int) -> A.Compose:
     """The per-image train augmentation from params: HWC uint8 RGB in, image_size² HWC uint8 out.
 
     Order: crop (pad_crop | random_resized_crop) -> horizontal flip -> color jitter -> policy.
     Reseed before each call with a `SampleSeeder` (PreparedDataset does) for reproducible samples.
     """
     size = (image_size, image_size)
-    if tp.crop == "pad_crop":
+    if train_params.crop == "pad_crop":
         ops: list = [
-            A.Pad(padding=tp.pad, border_mode=PAD_BORDER, p=1.0),
+            A.Pad(padding=train_params.pad, border_mode=PAD_BORDER, p=1.0),
             A.RandomCrop(height=image_size, width=image_size, pad_if_needed=True, border_mode=PAD_BORDER, p=1.0),
         ]
     else:
-        ops = [A.RandomResizedCrop(size=size, scale=tuple(tp.rrc_scale), ratio=RRC_RATIO,
+        ops = [A.RandomResizedCrop(size=size, scale=tuple(train_params.rrc_scale), ratio=RRC_RATIO,
                                    interpolation=cv2.INTER_LINEAR, p=1.0)]
-    if tp.hflip > 0:
-        ops.append(A.HorizontalFlip(p=tp.hflip))
-    if tp.color_jitter > 0:
-        s = tp.color_jitter
+    if train_params.hflip > 0:
+        ops.append(A.HorizontalFlip(p=train_params.hflip))
+    if train_params.color_jitter > 0:
+        s = train_params.color_jitter
         ops.append(A.ColorJitter(brightness=s, contrast=s, saturation=s, hue=0.0, p=1.0))
-    policy = build_policy(tp.policy)
+    policy = build_policy(train_params.policy)
     if policy is not None:
         ops.append(policy)
     return A.Compose(ops, seed=0)
@@ -257,6 +257,40 @@ class EpochSampler(Sampler):
         return len(self._order)
 
 
+class SkipSampler(Sampler):
+    """Wraps an EpochSampler and drops the first `skip` items once: a resumed epoch continues where
+    the interrupted one stopped, without loading the consumed batches."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        for i, item in enumerate(self.sampler):
+            if i >= skip:
+                yield item
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class ShardSampler(Sampler):
+    """indices[rank::world] without padding: each val image is evaluated exactly once over all ranks."""
+
+    def __init__(self, length: int, rank: int, world: int):
+        self.indices = list(range(rank, length, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def _quiet_opencv_worker(_worker_id: int) -> None:
     # Each DataLoader worker already owns a core; OpenCV's own thread pool would oversubscribe it.
     cv2.setNumThreads(1)
@@ -301,15 +335,15 @@ class BatchedAugment(torch.nn.Module):
     Color jitter and policies exist only in the per-image backend.
     """
 
-    def __init__(self, tp: TrainParams, image_size: int, seed: int):
+    def __init__(self, train_params: TrainParams, image_size: int, seed: int):
         super().__init__()
-        if tp.policy != "none" or tp.color_jitter > 0:
+        if train_params.policy != "none" or train_params.color_jitter > 0:
             raise ValueError("train.aug_backend=batched does crop and flip only: set train.policy=none and "
                              "train.color_jitter=0, or use train.aug_backend=workers")
-        self.crop = tp.crop
-        self.pad = tp.pad
-        self.scale = tuple(float(s) for s in tp.rrc_scale)
-        self.hflip = tp.hflip
+        self.crop = train_params.crop
+        self.pad = train_params.pad
+        self.scale = tuple(float(s) for s in train_params.rrc_scale)
+        self.hflip = train_params.hflip
         self.image_size = image_size
         self.seed = seed
 

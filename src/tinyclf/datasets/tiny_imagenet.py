@@ -77,68 +77,81 @@ def read_index(path: str | Path) -> TinyImageNetIndex:
         if not wnids_members:
             raise PrepareError(f"{path}: no wnids.txt inside; not a Tiny ImageNet archive")
         root = wnids_members[0][: -len("wnids.txt")]  # "tiny-imagenet-200/" (or "" for a flat zip)
-
-        wnids = [line.strip() for line in _read_text(zf, wnids_members[0]).splitlines() if line.strip()]
-        if len(set(wnids)) != len(wnids):
-            raise PrepareError(f"{path}: {wnids_members[0]} lists a class id more than once")
-        index_of = {wnid: i for i, wnid in enumerate(wnids)}
-
-        words_member = root + "words.txt"
-        if words_member not in zf.NameToInfo:
-            raise PrepareError(f"{path}: no {words_member} inside; class names come from it")
-        words = {}
-        for line in _read_text(zf, words_member).splitlines():
-            wnid, _, synonyms = line.partition("\t")
-            words[wnid.strip()] = synonyms.strip()
-        missing = [w for w in wnids if w not in words]
-        if missing:
-            raise PrepareError(f"{path}: {words_member} has no entry for class id {missing[0]}")
-        classes = [(w, words[w]) for w in wnids]
-
-        train: list[tuple[int, str]] = []
-        train_prefix = root + "train/"
-        for name in names:
-            if not (name.startswith(train_prefix) and _is_image(name)):
-                continue
-            parts = name[len(train_prefix) :].split("/")
-            if len(parts) != 3 or parts[1] != "images":
-                continue  # not train/<wnid>/images/<file>
-            if parts[0] not in index_of:
-                raise PrepareError(f"{path}: member {name} is in a class folder not listed in wnids.txt")
-            train.append((index_of[parts[0]], name))
-        if not train:
-            raise PrepareError(f"{path}: no images under {train_prefix}<wnid>/images/")
-        train.sort(key=lambda t: (t[0], _natural_key(t[1])))
-
-        val_dir = root + "val/images/"
-        annotations = root + "val/val_annotations.txt"
-        if annotations not in zf.NameToInfo:
-            raise PrepareError(f"{path}: no {annotations} inside; val labels come from it")
-        val_images = {n for n in names if n.startswith(val_dir) and _is_image(n)}
-        val: list[tuple[int, str]] = []
-        seen: set[str] = set()
-        for lineno, line in enumerate(_read_text(zf, annotations).splitlines(), start=1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2:
-                raise PrepareError(f"{path}: {annotations} line {lineno} is not '<file>\\t<wnid>\\t…'")
-            member, wnid = val_dir + fields[0].strip(), fields[1].strip()
-            if wnid not in index_of:
-                raise PrepareError(f"{path}: {annotations} line {lineno} names class {wnid}, not in wnids.txt")
-            if member not in val_images:
-                raise PrepareError(f"{path}: {annotations} line {lineno} names {member}, which the archive lacks")
-            if member in seen:
-                raise PrepareError(f"{path}: {annotations} lists {fields[0].strip()} twice")
-            seen.add(member)
-            val.append((index_of[wnid], member))
-        unlabelled = sorted(val_images - seen, key=_natural_key)
-        if unlabelled:
-            raise PrepareError(f"{path}: {unlabelled[0]} has no label in {annotations}")
-        # Keep the annotation file's order (val_0, val_1, …): the split is a fixed, published list.
-
+        classes = _read_classes(path, zf, wnids_members[0], root)
+        index_of = {wnid: i for i, (wnid, _) in enumerate(classes)}
+        train = _train_members(path, names, root, index_of)
+        val = _val_members(path, zf, names, root, index_of)
     return TinyImageNetIndex(
         classes=classes,
         members={"train": [n for _, n in train], "val": [n for _, n in val]},
         labels={"train": [c for c, _ in train], "val": [c for c, _ in val]},
     )
+
+
+def _read_classes(path: Path, zf: zipfile.ZipFile, wnids_member: str, root: str) -> list[tuple[str, str]]:
+    """(wnid, name) in wnids.txt order, names from words.txt."""
+    wnids = [line.strip() for line in _read_text(zf, wnids_member).splitlines() if line.strip()]
+    if len(set(wnids)) != len(wnids):
+        raise PrepareError(f"{path}: {wnids_member} lists a class id more than once")
+    words_member = root + "words.txt"
+    if words_member not in zf.NameToInfo:
+        raise PrepareError(f"{path}: no {words_member} inside; class names come from it")
+    words = {}
+    for line in _read_text(zf, words_member).splitlines():
+        wnid, _, synonyms = line.partition("\t")
+        words[wnid.strip()] = synonyms.strip()
+    missing = [w for w in wnids if w not in words]
+    if missing:
+        raise PrepareError(f"{path}: {words_member} has no entry for class id {missing[0]}")
+    return [(w, words[w]) for w in wnids]
+
+
+def _train_members(path: Path, names: list[str], root: str, index_of: dict[str, int]) -> list[tuple[int, str]]:
+    """(class index, member) of every train/<wnid>/images/<file>, by class then natural file order."""
+    train: list[tuple[int, str]] = []
+    train_prefix = root + "train/"
+    for name in names:
+        if not (name.startswith(train_prefix) and _is_image(name)):
+            continue
+        parts = name[len(train_prefix) :].split("/")
+        if len(parts) != 3 or parts[1] != "images":
+            continue  # not train/<wnid>/images/<file>
+        if parts[0] not in index_of:
+            raise PrepareError(f"{path}: member {name} is in a class folder not listed in wnids.txt")
+        train.append((index_of[parts[0]], name))
+    if not train:
+        raise PrepareError(f"{path}: no images under {train_prefix}<wnid>/images/")
+    train.sort(key=lambda t: (t[0], _natural_key(t[1])))
+    return train
+
+
+def _val_members(path: Path, zf: zipfile.ZipFile, names: list[str], root: str,
+                 index_of: dict[str, int]) -> list[tuple[int, str]]:
+    """(class index, member) of val/images/*, labelled by val/val_annotations.txt, in its order."""
+    val_dir = root + "val/images/"
+    annotations = root + "val/val_annotations.txt"
+    if annotations not in zf.NameToInfo:
+        raise PrepareError(f"{path}: no {annotations} inside; val labels come from it")
+    val_images = {n for n in names if n.startswith(val_dir) and _is_image(n)}
+    val: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(_read_text(zf, annotations).splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise PrepareError(f"{path}: {annotations} line {lineno} is not '<file>\\t<wnid>\\t…'")
+        member, wnid = val_dir + fields[0].strip(), fields[1].strip()
+        if wnid not in index_of:
+            raise PrepareError(f"{path}: {annotations} line {lineno} names class {wnid}, not in wnids.txt")
+        if member not in val_images:
+            raise PrepareError(f"{path}: {annotations} line {lineno} names {member}, which the archive lacks")
+        if member in seen:
+            raise PrepareError(f"{path}: {annotations} lists {fields[0].strip()} twice")
+        seen.add(member)
+        val.append((index_of[wnid], member))
+    unlabelled = sorted(val_images - seen, key=_natural_key)
+    if unlabelled:
+        raise PrepareError(f"{path}: {unlabelled[0]} has no label in {annotations}")
+    # Keep the annotation file's order (val_0, val_1, …): the split is a fixed, published list.
+    return val

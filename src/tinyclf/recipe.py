@@ -1,0 +1,166 @@
+"""What a run trains with, built from the `train` params: the step plan, precision, optimizer,
+scheduler, loss and mixup, and the per-batch input path on the device.
+
+- global batch `batch_size`, split evenly over ranks; `accum_steps` micro-batches per optimizer
+  step; peak lr scaled once: lr * batch_size * accum_steps / 256.
+- timm `create_optimizer_v2` (no weight decay on norms/biases) and `create_scheduler_v2`
+  (stepped per optimizer step with `step_update`; `plateau` per epoch on val top-1).
+- timm `Mixup`/CutMix with `SoftTargetCrossEntropy` (label smoothing inside the soft targets),
+  otherwise cross-entropy with label smoothing. train/acc is measured against the dominant label
+  of each (mixed) target, i.e. the image's own label unless mixing made another one heavier.
+- Random erasing (timm, pixel mode) on the normalized batch, before mixing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinyclf.errors import TinyclfError
+from tinyclf.transforms import to_model_input
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(TinyclfError):
+    """A run that cannot start or go on for a reason the user can fix; one line."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How an epoch is cut into steps, the same on every rank."""
+
+    per_rank: int  # images each process loads per micro-batch
+    updates_per_epoch: int  # optimizer steps per epoch
+    micro_per_epoch: int  # micro-batches per epoch: updates_per_epoch x accum_steps
+
+
+def plan_steps(num_train: int, train_params, world: int) -> StepPlan:
+    """The step plan for `num_train` images over `world` processes; TrainingError if impossible."""
+    if train_params.batch_size % world:
+        raise TrainingError(f"train.batch_size={train_params.batch_size} is not divisible by the {world} processes; "
+                            f"use a multiple of {world}")
+    per_rank = train_params.batch_size // world
+    if train_params.mixup_active and per_rank % 2:
+        raise TrainingError(f"mixup/cutmix needs an even batch per process, got {per_rank} "
+                            f"(train.batch_size={train_params.batch_size} over {world} processes)")
+    updates = num_train // (train_params.batch_size * train_params.accum_steps)
+    if updates < 1:
+        raise TrainingError(f"the train split has {num_train} images, fewer than one optimizer step of "
+                            "train.batch_size x train.accum_steps = "
+                            f"{train_params.batch_size * train_params.accum_steps}")
+    return StepPlan(per_rank=per_rank, updates_per_epoch=updates, micro_per_epoch=updates * train_params.accum_steps)
+
+
+def scaled_lr(train_params) -> float:
+    """The linear scaling rule, applied once: lr is quoted for a global batch of 256."""
+    return train_params.lr * train_params.batch_size * train_params.accum_steps / 256
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> bf16 on CUDA, fp32 on CPU; fp16 needs CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError("train.precision=fp16 needs a CUDA device (GradScaler); use fp32 or bf16 on CPU")
+    return precision
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    if deterministic:
+        # cuBLAS needs a fixed workspace for deterministic results (set before the first CUDA call).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def seed_everything(seed: int) -> None:
+    seed = seed % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # all CUDA devices too
+
+
+def build_optimizer(model: nn.Module, train_params) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(model, opt=train_params.opt, lr=scaled_lr(train_params),
+                               weight_decay=train_params.weight_decay, momentum=train_params.momentum,
+                               filter_bias_and_bn=True)
+
+
+def build_scheduler(optimizer, train_params, updates_per_epoch: int):
+    """(timm scheduler, total epochs incl. cooldown). Per-step updates except plateau (per epoch)."""
+    from timm.scheduler import create_scheduler_v2
+
+    per_epoch = train_params.sched == "plateau"
+    return create_scheduler_v2(
+        optimizer, sched=train_params.sched, num_epochs=train_params.epochs, decay_epochs=train_params.decay_epochs,
+        decay_milestones=[train_params.decay_epochs * k for k in (1, 2, 3)], decay_rate=train_params.decay_rate,
+        min_lr=train_params.min_lr, warmup_lr=train_params.warmup_lr, warmup_epochs=train_params.warmup_epochs,
+        cooldown_epochs=train_params.cooldown_epochs, plateau_mode="max",
+        step_on_epochs=per_epoch, updates_per_epoch=updates_per_epoch,
+    )
+
+
+def build_loss_and_mixup(train_params, num_classes: int):
+    """(loss function, timm Mixup or None): soft-target loss with mixing, else label smoothing or plain CE."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if train_params.mixup_active:
+        mixup = Mixup(mixup_alpha=train_params.mixup, cutmix_alpha=train_params.cutmix, prob=train_params.mixup_prob,
+                      switch_prob=train_params.mixup_switch_prob, label_smoothing=train_params.label_smoothing,
+                      num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mixup
+    if train_params.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=train_params.label_smoothing), None
+    return nn.CrossEntropyLoss(), None
+
+
+class BatchPreparer:
+    """The per-batch input path on the device: a loaded uint8 batch -> (model input, loss target,
+    hard label for accuracy). Batched crop/flip (when `aug_backend: batched`), normalization,
+    random erasing, then mixup/cutmix; each part is optional."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, channels_last: bool,
+                 batch_augment=None, erasing=None, mixup=None):
+        self.mean, self.std, self.channels_last = mean, std, channels_last
+        self.batch_augment, self.erasing, self.mixup = batch_augment, erasing, mixup
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int):
+        if self.batch_augment is not None:
+            images = self.batch_augment(images, micro_index)  # seeded by the run-wide micro-batch index
+        x = to_model_input(images, self.mean, self.std, channels_last=self.channels_last)
+        if self.erasing is not None:
+            x = self.erasing(x)
+        if self.mixup is not None:
+            x, soft = self.mixup(x, labels)
+            return x, soft, soft.argmax(dim=1)
+        return x, labels, labels
+
+
+def build_batch_preparer(train_params, image_size: int, mean, std, mixup, device: torch.device,
+                         rank: int) -> BatchPreparer:
+    from timm.data.random_erasing import RandomErasing
+
+    from tinyclf.transforms import BatchedAugment
+
+    erasing = (RandomErasing(probability=train_params.random_erasing, mode="pixel", device=device.type)
+               if train_params.random_erasing > 0 else None)
+    # Each rank its own seed, so ranks do not share crops.
+    batch_augment = (BatchedAugment(train_params, image_size, seed=train_params.seed * 1000 + rank)
+                     if train_params.aug_backend == "batched" else None)
+    return BatchPreparer(mean, std, channels_last=train_params.channels_last, batch_augment=batch_augment,
+                         erasing=erasing, mixup=mixup)
