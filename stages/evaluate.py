@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after the params check: torch takes seconds to import and bad params should fail at once.
     from tinyclf.arrays import PreparedDataError
     from tinyclf.evaluation import EvaluationError, run_evaluation
-    from tinyclf.models import ModelFileError
+    from tinyclf.model_file import ModelFileError
 
     try:
         result = run_evaluation(args.data, args.model, args.out, params.evaluate, progress=not args.no_progress)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported after the params check: torch takes seconds to import and bad params should fail at once.
     from tinyclf.arrays import PreparedDataError
-    from tinyclf.models import ModelFileError
+    from tinyclf.model_file import ModelFileError
     from tinyclf.report import ReportError, write_summary
 
     try:

@@ -23,7 +23,8 @@ def _check_params(args) -> int:
 
 
 def _info(args) -> int:
-    from tinyclf.models import count_parameters, load_model_file
+    from tinyclf.model_file import load_model_file
+    from tinyclf.model_summary import count_parameters
 
     model, meta = load_model_file(args.model)
     size = meta["image_size"]
@@ -42,7 +43,7 @@ def _predict(args) -> int:
     import numpy as np
     import torch
 
-    from tinyclf.models import load_model_file
+    from tinyclf.model_file import load_model_file
 
     model, meta = load_model_file(args.model)
     model.eval()
@@ -82,7 +83,8 @@ def _quickstart(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tinyclf.models import ModelError, ModelFileError
+    from tinyclf.model_file import ModelFileError
+    from tinyclf.models import ModelError
     from tinyclf.params import ParamsError
 
     parser = argparse.ArgumentParser(prog="tinyclf", description=__doc__.split("\n\n")[0])

@@ -19,7 +19,8 @@ import numpy as np
 
 from tinyclf import arrays, atomic, plots
 from tinyclf.errors import TinyclfError
-from tinyclf.models import format_model_table, load_model_file, model_table
+from tinyclf.model_file import load_model_file
+from tinyclf.model_summary import format_model_table, model_table
 from tinyclf.params import Params
 
 # The result this project reproduces (README): the reference ResNet-50 on Tiny ImageNet.
@@ -508,7 +509,7 @@ def render_model_card(inputs: Inputs) -> str:
         "## How to load",
         "",
         "```python",
-        "from tinyclf.models import load_model_file",
+        "from tinyclf.model_file import load_model_file",
         "",
         'model, meta = load_model_file("models/model.pt")  # eval mode, on the CPU',
         'print(meta["classes"][0], meta["image_size"], meta["mean"], meta["std"])',

@@ -244,7 +244,7 @@ def trim_live_history(live_dir: Path, keep_steps: int) -> None:
 
 
 def _meta(params, classes: dict, stats: dict, image_size, weights: str, epochs: int, device) -> dict:
-    from tinyclf.models import environment_info
+    from tinyclf.environment import environment_info
 
     h, w = image_size
     return {
@@ -264,11 +264,9 @@ def _meta(params, classes: dict, stats: dict, image_size, weights: str, epochs: 
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
+    from tinyclf.environment import device_name
 
-    return platform.processor() or platform.machine() or "cpu"
+    return device_name(device)
 
 
 # --------------------------------------------------------------------------------------- the run
@@ -296,7 +294,8 @@ def _run(info: DistInfo, params, prepared_dir: Path, model_out: Path, live_dir: 
     from timm.utils import ModelEmaV3
 
     from tinyclf import arrays
-    from tinyclf.models import create_model, save_model_file
+    from tinyclf.model_file import save_model_file
+    from tinyclf.models import create_model
     from tinyclf.transforms import (BatchedAugment, EpochSampler, PreparedDataset, build_augment, make_loader,
                                     to_model_input)
 
