@@ -11,7 +11,7 @@ import torch
 
 from helpers import REPO, real_params, write_params
 from test_evaluate import make_model_file
-from tinyclf.models import load_model_file
+from tinyclf.model_file import load_model_file
 
 
 def tinyclf(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from helpers import REPO, shrunk_params, write_params
+from tinyclf.environment import environment_info
 from tinyclf.evaluation import expected_calibration_error, run_evaluation
-from tinyclf.models import create_model, environment_info, load_model_file, save_model_file
+from tinyclf.model_file import load_model_file, save_model_file
+from tinyclf.models import create_model
 from tinyclf.params import Params, params_from_dict
 
 torch.set_num_threads(1)

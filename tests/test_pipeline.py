@@ -69,6 +69,31 @@ def test_library_edit_reruns_only_what_it_affects(pipeline):
         run(["dvc", "repro"], repo, env)  # back to the committed state
 
 
+def changed_stages(repo, env) -> dict:
+    return json.loads(run(["dvc", "status", "--json"], repo, env).stdout or "{}")
+
+
+@pytest.mark.parametrize("module, stages", [
+    ("model_summary.py", ["summarize"]),  # the report's layer table must not re-run a training
+    ("model_file.py", ["evaluate", "summarize", "train"]),
+    ("environment.py", ["evaluate", "train"]),
+])
+def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):
+    repo, env, _ = pipeline
+    assert changed_stages(repo, env) == {}
+    path = repo / "src/tinyclf" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit a developer makes\n")
+    try:
+        changed = changed_stages(repo, env)
+        assert sorted(changed) == stages, changed
+        for stage in stages:
+            assert changed[stage] == [{"changed deps": {f"src/tinyclf/{module}": "modified"}}], changed
+    finally:
+        path.write_text(original)
+    assert changed_stages(repo, env) == {}
+
+
 def test_exp_run_reruns_only_train_evaluate_summarize_and_show_lists_both(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)

@@ -18,7 +18,7 @@ from synthetic_prepared import write_prepared
 
 from tinyclf import checkpoint
 from tinyclf.engine import NonFiniteLossError
-from tinyclf.models import load_model_file
+from tinyclf.model_file import load_model_file
 from tinyclf.params import params_from_dict
 from tinyclf.recipe import StepPlan, TrainingError, build_optimizer, build_scheduler, plan_steps, scaled_lr
 from tinyclf.training import run_training

@@ -25,7 +25,8 @@ def _check_params(args) -> int:
 
 
 def _info(args) -> int:
-    from tinyclf.models import count_parameters, load_model_file
+    from tinyclf.model_file import load_model_file
+    from tinyclf.model_summary import count_parameters
 
     model, meta = load_model_file(args.model)
     size = meta["image_size"]
@@ -44,7 +45,7 @@ def _predict(args) -> int:
     import numpy as np
     import torch
 
-    from tinyclf.models import load_model_file
+    from tinyclf.model_file import load_model_file
 
     model, meta = load_model_file(args.model)
     model.eval()

@@ -204,20 +204,11 @@ def _optimizer_step(recipe: StepRecipe, raw_model: nn.Module, progress: Progress
         recipe.ema.update(raw_model, step=progress.update)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable,
-    recipe: StepRecipe,
-    progress: Progress,
-    *,
-    micro_batches: int,
-    device: torch.device,
-    info: DistInfo,
-    raw_model: nn.Module | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    after_update: Callable[[Progress], None] | None = None,
-    on_batch: Callable[[], None] | None = None,
-) -> dict:
+def train_one_epoch(model: nn.Module, loader: Iterable, recipe: StepRecipe, progress: Progress, *,
+                    micro_batches: int, device: torch.device, info: DistInfo, raw_model: nn.Module | None = None,
+                    should_stop: Callable[[], bool] = lambda: False,
+                    after_update: Callable[[Progress], None] | None = None,
+                    on_batch: Callable[[], None] | None = None) -> dict:
     """Train until `progress.micro_in_epoch == micro_batches` (or a stop is agreed); return metrics.
 
     `model` is what runs forward (DDP- and/or compile-wrapped); `raw_model` the plain module the EMA

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from tinyclf import arrays, atomic, plots
 from tinyclf.errors import TinyclfError
-from tinyclf.models import load_model_file
+from tinyclf.environment import device_description
+from tinyclf.model_file import load_model_file
 from tinyclf.params import EvaluateParams
 from tinyclf.transforms import PreparedDataset, make_loader, to_model_input
 
@@ -84,13 +85,6 @@ def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple
         raise EvaluationError(
             f"model expects {size}x{size} images but the prepared {SPLIT} images are {array_hw[0]}x{array_hw[1]}"
         )
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (cuda)"
-    threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
 
 
 @torch.inference_mode()
@@ -225,7 +219,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     """Evaluate `model_path` on the prepared val split and write every output under `out_dir`.
 
     Everything is checked before anything is written: missing prepared data raises
-    `arrays.PreparedDataError`, a missing/corrupt model `models.ModelFileError`, a model that does
+    `arrays.PreparedDataError`, a missing/corrupt model `model_file.ModelFileError`, a model that does
     not fit the data `EvaluationError`.
     Returns {"metrics": …, "speed": …}.
     """

@@ -19,7 +19,8 @@ import numpy as np
 
 from tinyclf import arrays, atomic, plots
 from tinyclf.errors import TinyclfError
-from tinyclf.models import format_model_table, load_model_file, model_table
+from tinyclf.model_file import load_model_file
+from tinyclf.model_summary import format_model_table, model_table
 from tinyclf.params import Params
 
 # The result this project reproduces (README): the reference ResNet-50 on Tiny ImageNet.
@@ -445,15 +446,19 @@ def render_report(inputs: Inputs, plots_rel: str) -> str:
 
 
 def render_model_card(inputs: Inputs) -> str:
-    meta, classes, m, table = inputs.meta, inputs.classes, inputs.metrics, inputs.table
-    generated = bool(classes["generated"])
-    counts = _split_counts(inputs.stats)
-    data_kind = "generated (synthetic) images" if generated else "real images"
+    meta, classes = inputs.meta, inputs.classes
     lines = [f"# Model card: {meta['model']} for {classes['dataset']} ({meta['num_classes']} classes)", ""]
-    if generated:
+    if classes["generated"]:
         lines += [GENERATED_BANNER, ""]
-    note = comparability_note(classes["dataset"], generated)
-    lines += [
+    sections = [_card_details(inputs), _card_use_and_data(inputs), _card_metrics(inputs),
+                _card_limitations(inputs), _card_how_to_load()]
+    return "\n".join(lines) + "\n".join(sections)
+
+
+def _card_details(inputs: Inputs) -> str:
+    meta, table = inputs.meta, inputs.table
+    environment = meta.get("environment", {})
+    lines = [
         "## Model details",
         "",
         f"- Architecture: `{meta['model']}` (`tinyclf.models.create_model`), trained from scratch",
@@ -462,9 +467,15 @@ def render_model_card(inputs: Inputs) -> str:
         f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",
         f"- Output: logits over {meta['num_classes']} classes in `classes.json` order",
         f"- Weights: {meta['weights']}, {meta['epochs_trained']} epochs",
-        f"- Framework: torch {meta.get('environment', {}).get('torch', '?')}, "
-        f"timm {meta.get('environment', {}).get('timm', '?')}",
-        "",
+        f"- Framework: torch {environment.get('torch', '?')}, timm {environment.get('timm', '?')}",
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def _card_use_and_data(inputs: Inputs) -> str:
+    classes = inputs.classes
+    data_kind = "generated (synthetic) images" if classes["generated"] else "real images"
+    lines = [
         "## Intended use",
         "",
         "Research and teaching: a reproducible baseline for small-image classification "
@@ -474,8 +485,15 @@ def render_model_card(inputs: Inputs) -> str:
         "## Training data",
         "",
         f"- {classes['dataset']}, {data_kind}; download.source = {_source_text(inputs.params.download.source)}",
-        "- " + ", ".join(f"{split}: {n:,} images" for split, n in counts.items()),
-        "",
+        "- " + ", ".join(f"{split}: {n:,} images" for split, n in _split_counts(inputs.stats).items()),
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def _card_metrics(inputs: Inputs) -> str:
+    m, classes = inputs.metrics, inputs.classes
+    note = comparability_note(classes["dataset"], bool(classes["generated"]))
+    lines = [
         "## Metrics",
         "",
         f"On all {m['num_images']:,} validation images"
@@ -491,7 +509,13 @@ def render_model_card(inputs: Inputs) -> str:
         "",
         f"Reference: {REFERENCE_TEXT}; this model {reference_verdict(m['top1'], note is None)}."
         + (f" {note}" if note else ""),
-        "",
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def _card_limitations(inputs: Inputs) -> str:
+    meta, m = inputs.meta, inputs.metrics
+    lines = [
         "## Limitations",
         "",
         f"- Only seen {meta['image_size']}×{meta['image_size']} images of these {meta['num_classes']} classes; "
@@ -501,14 +525,17 @@ def render_model_card(inputs: Inputs) -> str:
         f"- Calibration: expected calibration error {m['ece']:.4f}; confidences are not probabilities "
         "to rely on without checking.",
     ]
-    if generated:
+    if inputs.classes["generated"]:
         lines.append("- Trained on generated data: it has learned synthetic patterns, not real objects.")
-    lines += [
-        "",
+    return "\n".join(lines) + "\n\n"
+
+
+def _card_how_to_load() -> str:
+    lines = [
         "## How to load",
         "",
         "```python",
-        "from tinyclf.models import load_model_file",
+        "from tinyclf.model_file import load_model_file",
         "",
         'model, meta = load_model_file("models/model.pt")  # eval mode, on the CPU',
         'print(meta["classes"][0], meta["image_size"], meta["mean"], meta["std"])',

@@ -44,7 +44,9 @@ from tinyclf.checkpoint import RunCheckpoint, Trainables
 from tinyclf.distributed import DistInfo
 from tinyclf.engine import Progress, StepRecipe, evaluate, train_one_epoch
 from tinyclf.errors import TinyclfError
-from tinyclf.models import create_model, environment_info, save_model_file
+from tinyclf.environment import device_name, environment_info
+from tinyclf.model_file import save_model_file
+from tinyclf.models import create_model
 from tinyclf.recipe import (AUTOCAST_DTYPES, StepPlan, TrainingError, build_batch_preparer, build_loss_and_mixup,
                             build_optimizer, build_scheduler, configure_determinism, plan_steps, resolve_precision,
                             scaled_lr, seed_everything)
@@ -266,7 +268,7 @@ def describe_run(train_params, data: TrainData, info: DistInfo, precision: str, 
     generated = "GENERATED " if stats.get("generated") else ""
     return (f"train: {train_params.model} on {stats.get('dataset')} ({generated}{len(data.train_set)} train / "
             f"{len(data.val_set)} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
-            f"process(es) on {_device_name(info.device)}, {precision}; {num_epochs} epochs x "
+            f"process(es) on {device_name(info.device)}, {precision}; {num_epochs} epochs x "
             f"{data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
             f"{train_params.accum_steps}, "
             f"lr {scaled_lr(train_params):.4g}")
@@ -421,7 +423,7 @@ def run_record(train_params, data: TrainData, info: DistInfo, precision: str, pr
     seconds = progress.run_seconds
     images_per_s = progress.run_images / seconds if seconds > 0 else None
     return {
-        "device": _device_name(device),
+        "device": device_name(device),
         "device_type": device.type,
         "device_count": info.world_size if device.type == "cuda" else 0,
         "world_size": info.world_size,
@@ -437,10 +439,3 @@ def run_record(train_params, data: TrainData, info: DistInfo, precision: str, pr
         "generated": bool(data.stats.get("generated", False)),
     }
 
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
