@@ -452,10 +452,12 @@ def render_model_card(inputs: Inputs) -> str:
         lines += [GENERATED_BANNER, ""]
     sections = [_card_details(inputs), _card_use_and_data(inputs), _card_metrics(inputs),
                 _card_limitations(inputs), _card_how_to_load()]
-    return "\n".join(lines) + "\n".join(sections)
+    for section in sections:
+        lines += section + [""]
+    return "\n".join(lines[:-1]) + "\n"
 
 
-def _card_details(inputs: Inputs) -> str:
+def _card_details(inputs: Inputs) -> list[str]:
     meta, table = inputs.meta, inputs.table
     environment = meta.get("environment", {})
     lines = [
@@ -469,10 +471,10 @@ def _card_details(inputs: Inputs) -> str:
         f"- Weights: {meta['weights']}, {meta['epochs_trained']} epochs",
         f"- Framework: torch {environment.get('torch', '?')}, timm {environment.get('timm', '?')}",
     ]
-    return "\n".join(lines) + "\n\n"
+    return lines
 
 
-def _card_use_and_data(inputs: Inputs) -> str:
+def _card_use_and_data(inputs: Inputs) -> list[str]:
     classes = inputs.classes
     data_kind = "generated (synthetic) images" if classes["generated"] else "real images"
     lines = [
@@ -487,10 +489,10 @@ def _card_use_and_data(inputs: Inputs) -> str:
         f"- {classes['dataset']}, {data_kind}; download.source = {_source_text(inputs.params.download.source)}",
         "- " + ", ".join(f"{split}: {n:,} images" for split, n in _split_counts(inputs.stats).items()),
     ]
-    return "\n".join(lines) + "\n\n"
+    return lines
 
 
-def _card_metrics(inputs: Inputs) -> str:
+def _card_metrics(inputs: Inputs) -> list[str]:
     m, classes = inputs.metrics, inputs.classes
     note = comparability_note(classes["dataset"], bool(classes["generated"]))
     lines = [
@@ -510,10 +512,10 @@ def _card_metrics(inputs: Inputs) -> str:
         f"Reference: {REFERENCE_TEXT}; this model {reference_verdict(m['top1'], note is None)}."
         + (f" {note}" if note else ""),
     ]
-    return "\n".join(lines) + "\n\n"
+    return lines
 
 
-def _card_limitations(inputs: Inputs) -> str:
+def _card_limitations(inputs: Inputs) -> list[str]:
     meta, m = inputs.meta, inputs.metrics
     lines = [
         "## Limitations",
@@ -527,11 +529,11 @@ def _card_limitations(inputs: Inputs) -> str:
     ]
     if inputs.classes["generated"]:
         lines.append("- Trained on generated data: it has learned synthetic patterns, not real objects.")
-    return "\n".join(lines) + "\n\n"
+    return lines
 
 
-def _card_how_to_load() -> str:
-    lines = [
+def _card_how_to_load() -> list[str]:
+    return [
         "## How to load",
         "",
         "```python",
@@ -544,7 +546,6 @@ def _card_how_to_load() -> str:
         "The file is a plain dict (`torch.load(path, weights_only=True)` reads it): "
         '`{"format": "tinyclf-model-v1", "state_dict", "meta"}`.',
     ]
-    return "\n".join(lines) + "\n"
 
 
 def write_summary(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
