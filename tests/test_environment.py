@@ -18,13 +18,17 @@ def test_environment_info_plain():
         assert env["device"] == "cpu" and env["cuda"] is None
 
 
-def test_cpu_is_named_cpu_everywhere(monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert device_name("cpu") == device_name(torch.device("cpu")) == "cpu"
-    assert environment_info("cpu")["device"] == "cpu"
-    assert device_description(torch.device("cpu")) == "cpu (1 thread)"
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert device_description("cpu") == "cpu (4 threads)"
+def test_cpu_is_named_cpu_everywhere():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_name("cpu") == device_name(torch.device("cpu")) == "cpu"
+        assert environment_info("cpu")["device"] == "cpu"
+        assert device_description(torch.device("cpu")) == "cpu (1 thread)"
+        torch.set_num_threads(4)
+        assert device_description("cpu") == "cpu (4 threads)"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_gpu_is_named_by_cuda(monkeypatch):
