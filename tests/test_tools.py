@@ -1,0 +1,118 @@
+"""The `tinyclf` command's pipeline tools, run as a user types them (`python -m tinyclf.cli …`):
+`quickstart` (the whole pipeline as a DVC experiment on generated data, in a committed copy of the
+repository) and `remote-check` (is a DVC remote usable, and if not, one line naming it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import make_repo_copy, run, venv_env
+
+
+def tinyclf(repo: Path, *args, timeout: int = 120):
+    return run([sys.executable, "-m", "tinyclf.cli", *map(str, args)], repo, venv_env(repo), check=False,
+               timeout=timeout)
+
+
+# ------------------------------------------------------------------------------ quickstart
+def experiment_rows(shown: list) -> list[dict]:
+    """`dvc exp show --json`: the workspace and each commit, with their experiments' revisions nested."""
+    return [rev for entry in shown for exp in (entry.get("experiments") or []) for rev in (exp.get("revs") or [])]
+
+
+@pytest.mark.slow  # the five stages on generated data: about 1.5 minutes on 2 CPU cores
+def test_quickstart_runs_the_pipeline_as_an_experiment_and_points_at_the_report(tmp_path):
+    repo = make_repo_copy(tmp_path / "repo", params=None)  # the committed params.yaml, as a fresh clone has
+    committed = yaml.safe_load((repo / "params.yaml").read_text())
+    proc = tinyclf(repo, "quickstart", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^\s*report:\s+results/summary/report\.md$", proc.stdout, re.M), proc.stdout
+    assert "GENERATED data" in proc.stdout
+
+    report = (repo / "results" / "summary" / "report.md").read_text()
+    assert "GENERATED" in report
+    metrics = json.loads((repo / "results" / "evaluate" / "metrics.json").read_text())
+    assert metrics["generated"] is True
+    assert metrics["num_images"] == 10 * 20  # quickstart: 10 generated classes, 20 val images each
+    assert metrics["top1"] >= 0.5  # 10 classes (chance 10%); README quotes 92.5% for this run
+
+    # An ordinary DVC experiment: `dvc exp show` lists it with the quickstart params and its metrics.
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, venv_env(repo)).stdout)
+    rows = experiment_rows(shown)
+    assert len(rows) == 1, json.dumps(shown)[:2000]
+    data = rows[0]["data"]
+    train = data["params"]["params.yaml"]["data"]["train"]
+    assert train["epochs"] == 5 and train["model"] == "tiny_resnet50"
+    assert data["params"]["params.yaml"]["data"]["download"]["source"] == "generated"
+    assert data["metrics"]["results/evaluate/metrics.json"]["data"]["top1"] == metrics["top1"]
+    # The committed reference setup is untouched in git; the workspace holds the quickstart settings.
+    assert committed["download"]["source"] == "official" and committed["train"]["epochs"] == 150
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"] == 5
+
+
+# ------------------------------------------------------------------------------ remote-check
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A git + DVC repository with one tracked file and local remotes of every kind checked below."""
+    root = tmp_path_factory.mktemp("remotes")
+    repo = root / "repo"
+    repo.mkdir()
+    env = venv_env(repo)
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["dvc", "init", "-q"], repo, env)
+    (repo / "data.txt").write_text("some data\n")
+    run(["dvc", "add", "-q", "data.txt"], repo, env)
+    (root / "storage").mkdir()
+    (root / "a-file").write_text("not a directory\n")
+    remotes = {"storage": root / "storage", "fresh": root / "not-yet" / "store", "afile": root / "a-file"}
+    for name, url in remotes.items():
+        run(["dvc", "remote", "add", name, str(url)], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "data and remotes"], repo, env)
+    return repo, remotes
+
+
+def test_remote_check_passes_for_a_working_local_remote(dvc_repo):
+    repo, remotes = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "storage")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"remote 'storage' ({remotes['storage']}): ok"
+
+
+def test_remote_check_passes_for_a_missing_directory_dvc_will_create(dvc_repo):
+    """A local remote whose directory does not exist yet is fine when its nearest existing parent is
+    writable: `dvc push` creates it. The check says ok, and the push then really works."""
+    repo, remotes = dvc_repo
+    target = remotes["fresh"]
+    assert not target.parent.exists()
+    proc = tinyclf(repo, "remote-check", "-r", "fresh")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"remote 'fresh' ({target}): ok"
+    assert not target.parent.exists()  # the check never writes to the remote
+    run(["dvc", "push", "-q", "-r", "fresh"], repo, venv_env(repo))
+    assert [p for p in target.rglob("*") if p.is_file()]
+
+
+def test_remote_check_names_a_remote_that_points_at_a_file(dvc_repo):
+    repo, remotes = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "afile")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"tinyclf: remote 'afile' ({remotes['afile']}): {remotes['afile']} is a file, not a directory; "
+        "fix the remote's url"]
+
+
+def test_remote_check_names_a_remote_that_is_not_configured(dvc_repo):
+    repo, _ = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "nope")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("tinyclf: remote 'nope' is not configured (configured: afile, fresh, storage)")
