@@ -258,3 +258,18 @@ def test_stage_errors_are_one_line(tmp_path):
     result = _stage("--out", "raw", "--params", str(missing), cwd=tmp_path)
     assert result.returncode == 1 and "absent.zip: no such file" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_path_source_keeps_the_archive_already_downloaded(archive, tmp_path):
+    dataset, data, md5 = archive
+    out = tmp_path / "raw"
+    out.mkdir()
+    existing = out / OFFICIAL[dataset]["filename"]
+    existing.write_bytes(data)
+    with pytest.raises(DownloadError, match=r"typo\.zip: no such file"):
+        run_download(_params(dataset, source=str(tmp_path / "typo.zip")), out, progress=False)
+    assert existing.read_bytes() == data  # checked before the output directory was emptied
+    # A source inside the directory the stage empties would delete itself: refused up front.
+    with pytest.raises(DownloadError, match=r"lies inside .*raw, which the download stage empties"):
+        run_download(_params(dataset, source=str(existing), md5=md5), out, progress=False)
+    assert existing.read_bytes() == data

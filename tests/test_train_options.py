@@ -251,13 +251,10 @@ def test_plateau_scheduler_decays_only_after_patience_without_improvement(tmp_pa
     assert first_decay >= 11 and r.lr[:first_decay] == pytest.approx([peak] * first_decay)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a resumed plateau run restarts the patience count: timm's PlateauLRScheduler.state_dict "
-                          "keeps only best/last_epoch, not num_bad_epochs")
 def test_plateau_schedule_survives_an_interruption(tmp_path):
     """training.py promises that a resumed run continues the interrupted one exactly. With `plateau`
-    the checkpoint's scheduler state lacks ReduceLROnPlateau's count of epochs without improvement,
-    so after a resume the lr decays up to 10 epochs later than in the uninterrupted run."""
+    that needs ReduceLROnPlateau's count of epochs without improvement in the checkpoint (timm's own
+    state dict drops it): without it the lr decays up to 10 epochs later than uninterrupted."""
     prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=32, val_per_class=2)
     # A tiny lr keeps val top-1 flat: every epoch after the first is one without improvement,
     # so the uninterrupted run decays after epoch 12 (index 11).
@@ -385,22 +382,26 @@ def test_sync_bn_under_torchrun_on_cpu_stops_with_one_clear_line(tmp_path, small
     assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="stages/train.py fail() prints a shared error on every rank, not only rank 0")
-def test_an_error_every_rank_shares_is_printed_by_rank_0_only(tmp_path):
-    """stages/train.py says: every rank exits non-zero, only rank 0 repeats the shared message.
-    Under torchrun -nproc_per_node=2 the sync_bn error above also appears as `train (rank 1): …`
-    unless torchrun's SIGTERM reaches rank 1 first (a race), so the check runs rank 1 on its own:
-    the environment torchrun gives it (RANK=1) and a params error every rank hits alike."""
+def test_an_error_every_rank_shares_is_printed_once_per_machine(tmp_path):
+    """Every rank exits non-zero, but only the first process of each machine prints the shared message.
+    Under torchrun -nproc_per_node=2 whether rank 1 gets to print before torchrun's SIGTERM is a
+    race, so the check runs single processes in the environment torchrun gives them (RANK,
+    LOCAL_RANK) with a params error every rank hits alike."""
     tree = shrunk_params(train__model="test_resnet")
     tree["train"]["sync_bn"] = "yes"  # not a boolean: the same ParamsError on every rank
     params_file = write_params(tmp_path / "params.yaml", tree)
     env = {**venv_env(REPO), "RANK": "1"}
     proc = run([sys.executable] + stage_args(params_file, tmp_path / "prepared", tmp_path / "out"), REPO, env,
                check=False, timeout=120)
-    if proc.returncode != 1:  # a precondition, not the bug: a real failure if it breaks
-        raise RuntimeError(f"exit {proc.returncode}, expected 1:\n{proc.stderr}")
+    assert proc.returncode == 1, proc.stderr
     assert "train.sync_bn" not in proc.stderr, proc.stderr
+    # The first process of a second machine says it, naming its rank.
+    env = {**venv_env(REPO), "RANK": "2", "LOCAL_RANK": "0"}
+    proc = run([sys.executable] + stage_args(params_file, tmp_path / "prepared", tmp_path / "out"), REPO, env,
+               check=False, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train (rank 2): ") and "train.sync_bn" in lines[0], proc.stderr
 
 
 # ------------------------------------------------------------------------------ 9. optimizer

@@ -170,7 +170,7 @@ class RunCheckpoint:
         if parts.ema is not None and state.get("ema") is not None:
             parts.ema.module.load_state_dict(state["ema"])
         parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
+        _load_scheduler_state(parts.scheduler, state["scheduler"])
         if parts.scaler is not None and state.get("scaler"):
             parts.scaler.load_state_dict(state["scaler"])
         progress.epoch = int(state["epoch"])
@@ -201,11 +201,35 @@ class RunCheckpoint:
             "update": progress.update, "micro_in_epoch": progress.micro_in_epoch,
             "world_size": self.info.world_size, "model": parts.model.state_dict(),
             "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
-            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "scheduler": _scheduler_state(parts.scheduler),
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else None, "ranks": ranks,
             # Completed epochs only: the current epoch's partial time travels in the ranks' sums.
             "train_seconds": progress.run_seconds, "train_images": progress.run_images,
         })
+
+
+def _plateau_inside(scheduler) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    inner = getattr(scheduler, "lr_scheduler", None)
+    return inner if isinstance(inner, torch.optim.lr_scheduler.ReduceLROnPlateau) else None
+
+
+def _scheduler_state(scheduler) -> dict:
+    """The scheduler's state. timm's plateau scheduler keeps only `best` in its own state dict, not
+    the patience and cooldown counters of the torch ReduceLROnPlateau inside it, so a resumed run
+    would restart its plateau logic: the inner scheduler's whole state goes along."""
+    plateau = _plateau_inside(scheduler)
+    if plateau is None:
+        return scheduler.state_dict()
+    return {"timm": scheduler.state_dict(), "plateau": plateau.state_dict()}
+
+
+def _load_scheduler_state(scheduler, state: dict) -> None:
+    plateau = _plateau_inside(scheduler)
+    if plateau is None:
+        scheduler.load_state_dict(state)
+        return
+    scheduler.load_state_dict(state["timm"])
+    plateau.load_state_dict(state["plateau"])
 
 
 # ------------------------------------------------------------------------------------ RNG states

@@ -73,6 +73,9 @@ def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, 
     plan = plan_download(params)
     out_dir = Path(out_dir)
     dest = out_dir / plan.filename
+    if plan.kind == "path":
+        # Before anything in out_dir is removed: a mistyped path must not cost the archive already there.
+        _check_path_source(Path(plan.source), out_dir)
     _clear_out_dir(out_dir, keep={dest.name + ".part"} if plan.kind in ("official", "url") else set())
     if plan.kind == "generated":
         g = params.download.generated
@@ -244,12 +247,20 @@ def _content_range_total(value: str) -> int | None:
 # --- local path ----------------------------------------------------------------------------------
 
 
-def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
+def _check_path_source(src: Path, out_dir: Path | None = None) -> None:
+    """DownloadError unless `src` is an existing file outside `out_dir` (which the stage empties)."""
     if not src.exists():
         raise DownloadError(f"{src}: no such file (download.source must be official, generated, an http(s) URL "
                             "or an existing archive path)")
     if not src.is_file():
         raise DownloadError(f"{src}: not a file")
+    if out_dir is not None and out_dir.resolve() in src.resolve().parents:
+        raise DownloadError(f"{src}: lies inside {out_dir}, which the download stage empties before it fetches; "
+                            "move the archive elsewhere and point download.source there")
+
+
+def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
+    _check_path_source(src)
     # A unique temp name next to dest: hard link (instant, no extra space) or copy into it, verify, rename.
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
     digest = hashlib.md5()

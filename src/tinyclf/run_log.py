@@ -4,6 +4,8 @@ DVCLive writes `<live_dir>/metrics.json` (the last values) and one TSV per metri
 `<live_dir>/plots/metrics/` (step = epoch index), which dvc.yaml declares as plots. Logged per
 epoch: `train/loss`, `train/acc`, `val/loss`, `val/top1`, `val/top5` (the weights saved to model.pt),
 `val_raw/*` or `val_ema/*` (the other set, when EMA is on), `lr`, `images_per_s`, `epoch_time_s`.
+`lr` is the learning rate after the epoch's last scheduler step: with per-step schedules, the one
+the next epoch starts with (timm's per-step rate changes within every epoch).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ one way of reporting errors.
 A stage script builds its parser with `stage_parser`, then calls `run_stage(name, args, work)`:
 params.yaml is loaded and checked first (before torch and friends are imported, which takes
 seconds: bad params fail at once), then `work(params)` runs and does its own heavy imports. Any
-`TinyclfError` becomes one line on stderr, `<stage>: <message>` (`<stage> (rank N): …` on the other
-ranks of a torchrun job), and the process exits with the error's `exit_code`; anything else is a
-bug and keeps its traceback.
+`TinyclfError` becomes one line on stderr, `<stage>: <message>` (under torchrun: once per machine,
+`<stage> (rank N): …` from the other machines), and the process exits with the error's
+`exit_code`; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ def run_stage(name: str, args: argparse.Namespace, work: Callable[[Params], obje
         work(load_params(args.params))
     except TinyclfError as exc:
         rank = int(os.environ.get("RANK", "0"))
-        # Under torchrun every rank fails; the others say which they are.
-        prefix = f"{name} (rank {rank})" if rank else name
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        # Under torchrun every rank exits non-zero, but the processes of one machine read the same
+        # params, data and checkpoint (and agree on a non-finite loss), so they fail alike: one line
+        # per machine, from its first process, says it once. Another machine's line names its rank,
+        # since a file missing on one node is the kind of problem it reports.
+        if int(os.environ.get("LOCAL_RANK", str(rank))) == 0:
+            prefix = f"{name} (rank {rank})" if rank else name
+            print(f"{prefix}: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
 
