@@ -19,5 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m tinyclf.quickstart
 
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared
+# fixture (a whole DVC pipeline run) is built once.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=10
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n auto --dist loadscope --durations=10
