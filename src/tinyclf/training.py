@@ -123,6 +123,7 @@ def run_training(params, prepared_dir, model_out, live_dir, checkpoint_dir, *, p
 
 
 def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> dict:
+    """The run, top to bottom: data, model and recipe, resume, the epoch loop, outputs."""
     train_params = params.train
     precision = resolve_precision(train_params.precision, info.device)
     configure_determinism(train_params.deterministic, info.device)
