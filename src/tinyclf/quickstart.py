@@ -1,9 +1,11 @@
 """`make quickstart`: the whole pipeline, offline, on a small generated dataset, in a few CPU minutes.
 
-It is an ordinary DVC experiment: `dvc exp run` with the overrides below, so the stages, caching
-and outputs are exactly those of a real run; only the data is generated (and says so everywhere).
-Afterwards `dvc exp show` lists it, and `git checkout params.yaml dvc.lock` returns the workspace
-to the committed reference setup.
+It is an ordinary DVC experiment named `quickstart`, run with the overrides below in a temporary
+copy of the repository (`dvc exp run --temp`), so the stages, caching and outputs are exactly those
+of a real run, only the data is generated (and says so everywhere), and the workspace stays at the
+committed reference setup: `git status` shows nothing new. Afterwards `dvc exp show` lists it, its
+report and evaluation are copied to the git-ignored `quickstart/` folder, and `dvc exp apply
+quickstart` brings all its outputs (model included) into the workspace. Running it again replaces it.
 
     python -m tinyclf.quickstart [--dry-run]
 """
@@ -12,11 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+EXPERIMENT = "quickstart"
+# Where the experiment's report and evaluation are copied (git-ignored), keeping the paths they
+# have in the repository so the report's links to the evaluation plots work.
+OUT_DIR = Path("quickstart")
+COPIED = ("results/summary", "results/evaluate")
 
 # A 10-class generated dataset in the official Tiny ImageNet zip format, resized to 32x32, and
 # a few epochs of the reference model: small enough for 2 CPU cores, big enough to learn.
@@ -43,18 +52,67 @@ OVERRIDES = {
 }
 
 
-def dvc_command(dry_run: bool = False) -> list[str]:
-    cmd = ["dvc", "exp", "run"]
+def dvc_arguments(dry_run: bool = False) -> list[str]:
+    """`dvc` arguments of the quickstart experiment (-f: a second quickstart replaces the first)."""
+    args = ["exp", "run", "--temp", "-n", EXPERIMENT, "-f"]
     for key, value in OVERRIDES.items():
-        cmd += ["-S", f"{key}={value}"]
-    return cmd + (["--dry"] if dry_run else [])
+        args += ["-S", f"{key}={value}"]
+    return args + (["--dry"] if dry_run else [])
+
+
+class _DropMissingHashWarnings(logging.Filter):
+    """DVC checks out every output the lock file knows before an experiment; in a fresh clone there
+    is no lock file, and it warns "No file hash info found for '…'. It won't be created." for each
+    output the run is about to create. Harmless, but a newcomer reads them as failures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No file hash info found for")
+
+
+def run_dvc(args: list[str]) -> int:
+    """`dvc <args>` in this process (the same as the `dvc` command), without those warnings."""
+    from dvc.cli import main as dvc_main
+
+    logging.getLogger("dvc_data.index.checkout").addFilter(_DropMissingHashWarnings())
+    return dvc_main(args)
+
+
+def experiment_rev(root: Path) -> str:
+    """The commit of this baseline's `quickstart` experiment (DVC keeps it under refs/exps)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(objectname) %(refname)"],
+                          cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
+    baseline = head.stdout.strip()
+    # refs/exps/<2 chars>/<rest of the baseline sha>/<name>
+    suffix = f"/{baseline[:2]}/{baseline[2:]}/{EXPERIMENT}"
+    found = [line.split()[0] for line in refs if line.endswith(suffix)]
+    if not found:
+        raise RuntimeError(f"no experiment {EXPERIMENT!r} for commit {baseline[:7]} after dvc exp run")
+    return found[0]
+
+
+def copy_results(root: Path, rev: str) -> Path:
+    """Copy the experiment's report and evaluation into OUT_DIR (replacing an earlier copy)."""
+    from dvc.api import DVCFileSystem
+
+    out = root / OUT_DIR
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    fs = DVCFileSystem(str(root), rev=rev)
+    for path in COPIED:
+        fs.get(path, str(staging / path), recursive=True)
+    for leftover in staging.rglob(".gitignore"):  # DVC's own, meaningless in this copy
+        leftover.unlink()
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tinyclf.quickstart",
-        description="Run all five stages on a small generated dataset (offline, CPU) as a DVC experiment "
-        "and print where the report is.",
+        description="Run all five stages on a small generated dataset (offline, CPU) as the DVC experiment "
+        f"'{EXPERIMENT}', leaving the workspace untouched, and copy its report to {OUT_DIR}/.",
     )
     parser.add_argument("--dry-run", action="store_true", help="show the dvc command and stages without running them")
     args = parser.parse_args(argv)
@@ -67,24 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         print("quickstart: needs a git checkout of tinyclf (dvc exp run records experiments in git)", file=sys.stderr)
         return 1
 
-    cmd = dvc_command(args.dry_run)
-    print("quickstart: " + " ".join(cmd), flush=True)
+    dvc_args = dvc_arguments(args.dry_run)
+    print("quickstart: dvc " + " ".join(dvc_args), flush=True)
     start = time.monotonic()
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        print(f"quickstart: dvc exp run failed (exit {proc.returncode}); the stage output above says why", file=sys.stderr)
-        return proc.returncode
+    code = run_dvc(dvc_args)
+    if code != 0:
+        print(f"quickstart: dvc exp run failed (exit {code}); the stage output above says why", file=sys.stderr)
+        return code
     if args.dry_run:
         return 0
+    out = copy_results(root, experiment_rev(root))
     minutes = (time.monotonic() - start) / 60
-    metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
+    metrics = json.loads((out / "results/evaluate/metrics.json").read_text())
     print()
     print(f"quickstart: all five stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
     print(f"  val top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {metrics['num_images']} images")
-    print("  report:      results/summary/report.md")
-    print("  model card:  results/summary/model_card.md")
-    print("  compare:     dvc exp show      plots: dvc plots show")
-    print("  params.yaml now holds the quickstart settings; `git checkout params.yaml dvc.lock` restores the reference setup.")
+    print(f"  report:      {OUT_DIR}/results/summary/report.md")
+    print(f"  model card:  {OUT_DIR}/results/summary/model_card.md")
+    print(f"  compare:     dvc exp show      all outputs in the workspace: dvc exp apply {EXPERIMENT}")
+    print("  The workspace is unchanged: params.yaml is still the reference setup (dvc repro runs it).")
     return 0
 
 
