@@ -5,7 +5,8 @@ copy of the repository (`dvc exp run --temp`), so the stages, caching and output
 of a real run, only the data is generated (and says so everywhere), and the workspace stays at the
 committed reference setup: `git status` shows nothing new. Afterwards `dvc exp show` lists it, its
 report and evaluation are copied to the git-ignored `quickstart/` folder, and `dvc exp apply
-quickstart` brings all its outputs (model included) into the workspace. Running it again replaces it.
+quickstart` brings all its outputs (model included) into the workspace. Running it again replaces it
+(in seconds: DVC's run cache restores the stages it already ran).
 
     python -m tinyclf.quickstart [--dry-run]
 """
@@ -53,8 +54,8 @@ OVERRIDES = {
 
 
 def dvc_arguments(dry_run: bool = False) -> list[str]:
-    """`dvc` arguments of the quickstart experiment (-f: a second quickstart replaces the first)."""
-    args = ["exp", "run", "--temp", "-n", EXPERIMENT, "-f"]
+    """`dvc` arguments of the quickstart experiment."""
+    args = ["exp", "run", "--temp", "-n", EXPERIMENT]
     for key, value in OVERRIDES.items():
         args += ["-S", f"{key}={value}"]
     return args + (["--dry"] if dry_run else [])
@@ -77,8 +78,8 @@ def run_dvc(args: list[str]) -> int:
     return dvc_main(args)
 
 
-def experiment_rev(root: Path) -> str:
-    """The commit of this baseline's `quickstart` experiment (DVC keeps it under refs/exps)."""
+def experiment_rev(root: Path) -> str | None:
+    """The commit of this baseline's `quickstart` experiment (DVC keeps it under refs/exps), or None."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
     refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(objectname) %(refname)"],
                           cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
@@ -86,9 +87,7 @@ def experiment_rev(root: Path) -> str:
     # refs/exps/<2 chars>/<rest of the baseline sha>/<name>
     suffix = f"/{baseline[:2]}/{baseline[2:]}/{EXPERIMENT}"
     found = [line.split()[0] for line in refs if line.endswith(suffix)]
-    if not found:
-        raise RuntimeError(f"no experiment {EXPERIMENT!r} for commit {baseline[:7]} after dvc exp run")
-    return found[0]
+    return found[0] if found else None
 
 
 def copy_results(root: Path, rev: str) -> Path:
@@ -125,16 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         print("quickstart: needs a git checkout of tinyclf (dvc exp run records experiments in git)", file=sys.stderr)
         return 1
 
+    start = time.monotonic()
+    if not args.dry_run and experiment_rev(root) is not None:
+        # Replaced rather than forced (`-f` would re-run every stage): DVC's run cache then restores
+        # the stages a previous quickstart already ran, so running it again takes seconds.
+        print(f"quickstart: replacing the earlier '{EXPERIMENT}' experiment", flush=True)
+        if run_dvc(["exp", "remove", EXPERIMENT]) != 0:
+            return _failed("dvc exp remove", 1)
     dvc_args = dvc_arguments(args.dry_run)
     print("quickstart: dvc " + " ".join(dvc_args), flush=True)
-    start = time.monotonic()
     code = run_dvc(dvc_args)
     if code != 0:
-        print(f"quickstart: dvc exp run failed (exit {code}); the stage output above says why", file=sys.stderr)
-        return code
+        return _failed("dvc exp run", code)
     if args.dry_run:
         return 0
-    out = copy_results(root, experiment_rev(root))
+    rev = experiment_rev(root)
+    if rev is None:
+        return _failed(f"finding the '{EXPERIMENT}' experiment after dvc exp run", 1)
+    out = copy_results(root, rev)
     minutes = (time.monotonic() - start) / 60
     metrics = json.loads((out / "results/evaluate/metrics.json").read_text())
     print()
@@ -145,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  compare:     dvc exp show      all outputs in the workspace: dvc exp apply {EXPERIMENT}")
     print("  The workspace is unchanged: params.yaml is still the reference setup (dvc repro runs it).")
     return 0
+
+
+def _failed(what: str, code: int) -> int:
+    print(f"quickstart: {what} failed (exit {code}); the output above says why", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
