@@ -5,8 +5,7 @@ copy of the repository (`dvc exp run --temp`), so the stages, caching and output
 of a real run, only the data is generated (and says so everywhere), and the workspace stays at the
 committed reference setup: `git status` shows nothing new. Afterwards `dvc exp show` lists it, its
 report and evaluation are copied to the git-ignored `quickstart/` folder, and `dvc exp apply
-quickstart` brings all its outputs (model included) into the workspace. Running it again replaces it
-(in seconds: DVC's run cache restores the stages it already ran).
+quickstart` brings all its outputs (model included) into the workspace. Running it again replaces it.
 
     python -m tinyclf.quickstart [--dry-run]
 """
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     if not args.dry_run and experiment_rev(root) is not None:
         # Replaced rather than forced (`-f` would re-run every stage): DVC's run cache then restores
-        # the stages a previous quickstart already ran, so running it again takes seconds.
+        # the stages whose outputs are all cached (download, preprocess, evaluate).
         print(f"quickstart: replacing the earlier '{EXPERIMENT}' experiment", flush=True)
         if run_dvc(["exp", "remove", EXPERIMENT]) != 0:
             return _failed("dvc exp remove", 1)
