@@ -48,8 +48,15 @@ SHRINK = {
 
 
 def real_params() -> dict:
-    """The committed params.yaml as a nested dict."""
+    """The working copy's params.yaml as a nested dict (the params the code beside it expects)."""
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def committed_text(path: str, repo: Path = REPO) -> str:
+    """A file as committed (HEAD), not as edited in the working copy: checks of committed files
+    must not fail because a user tried a change. Outside a git checkout, the file on disk."""
+    proc = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=repo, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else (repo / path).read_text()
 
 
 def set_dotted(tree: dict, dotted: str, value) -> None:

@@ -8,12 +8,12 @@ import sys
 import pytest
 import yaml
 
-from helpers import REPO, real_params, write_params
+from helpers import REPO, committed_text, real_params, write_params
 from tinyclf.params import ParamsError, load_params, params_from_dict
 
 
 def test_committed_params_are_the_reference_setup():
-    p = load_params(REPO / "params.yaml")
+    p = params_from_dict(yaml.safe_load(committed_text("params.yaml")))
     assert p.data.dataset == "tiny-imagenet"
     assert p.download.source == "official" and p.download.kind == "official"
     assert p.train.model == "tiny_resnet50"
@@ -22,13 +22,27 @@ def test_committed_params_are_the_reference_setup():
 
 def test_every_committed_key_has_a_comment():
     """Each key line in params.yaml is commented on the line itself or just above it."""
-    lines = (REPO / "params.yaml").read_text().splitlines()
+    lines = committed_text("params.yaml").splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or stripped.endswith(":"):
             continue  # blank, comment, or a section header
         commented_above = i > 0 and lines[i - 1].strip().startswith("#")
         assert "#" in line or commented_above, f"params.yaml line {i + 1} has no comment: {line!r}"
+
+
+def test_committed_checks_read_git_not_the_edited_working_copy(tmp_path):
+    """A user who tries a change in params.yaml (as `dvc exp run -S` or an editor does) does not
+    break the checks of the committed file: they read HEAD."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("train:\n  lr: 0.1  # committed\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "params.yaml"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "p"], cwd=repo,
+                   check=True)
+    (repo / "params.yaml").write_text("train:\n  lr: 0.5\n")  # edited, uncommitted, no comment
+    assert committed_text("params.yaml", repo) == "train:\n  lr: 0.1  # committed\n"
 
 
 def _with(**dotted):
