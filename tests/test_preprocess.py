@@ -22,7 +22,9 @@ from helpers import REPO, shrunk_params, venv_env, write_params
 from tinyclf import arrays
 from tinyclf.datasets import cifar10, tiny_imagenet
 from tinyclf.datasets.generated import write_archive
-from tinyclf.preprocessing import PrepareError, decode_image, prepare
+from bombs import png_bomb
+from tinyclf.images import decode_image
+from tinyclf.preprocessing import PrepareError, prepare
 
 ROOT = "tiny-imagenet-200/"
 # Deliberately not sorted: the class order must be wnids.txt's, not alphabetical.
@@ -245,6 +247,48 @@ def test_corrupt_member_skipped_and_counted(tmp_path):
     assert y[row] == 2 and np.abs(x[row].astype(int) - _color(2, 11)).max() <= 3
     assert vy.tolist() == [WNIDS.index(w) for i, w in enumerate(VAL_LABELS) if i != 2] and len(vx) == 5
     assert summary.stats == stats
+
+
+# ------------------------------------------------------------------------------ hostile members
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_naming_it(tmp_path):
+    """A 20000x20000 PNG of a few hundred KB, as the first train member: refused before decoding."""
+    first = f"{ROOT}train/n0000003/images/n0000003_0.JPEG"  # the first train member (wnids.txt order)
+    archive = build_tiny_zip(tmp_path / "a.zip", special={"n0000003_0.JPEG": png_bomb(20000, 20000)})
+    with pytest.raises(PrepareError) as err:
+        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=2, progress=False)
+    assert f"member {first}" in str(err.value) and "20000x20000 pixels, over the limit" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    # With on_corrupt: skip it is left out and counted; nothing was resized into the training set.
+    prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=2, on_corrupt="skip", progress=False)
+    stats = arrays.load_stats(tmp_path / "out")
+    assert stats["splits"]["train"]["skipped"] == [first] and stats["splits"]["train"]["resized"] == 0
+    assert stats["splits"]["train"]["count"] == 3 * TRAIN_PER_CLASS - 1
+
+
+def test_a_member_of_another_size_is_not_the_published_archive(tmp_path):
+    member = f"{ROOT}val/images/val_3.JPEG"
+    archive = build_tiny_zip(tmp_path / "a.zip", special={"val_3.JPEG": _jpeg((1, 2, 3), size=500)})
+    with pytest.raises(PrepareError, match=rf"member {member} cannot be decoded: is 500x500, not 64x64"):
+        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
+
+
+def test_a_member_declaring_more_bytes_than_any_image_is_not_read(tmp_path):
+    """65 MiB of zeros deflate to ~65 KB; the declared size refuses it before it is inflated."""
+    archive = build_tiny_zip(tmp_path / "a.zip")
+    member = f"{ROOT}train/n0000001/images/n0000001_5.JPEG"
+    rebuilt = tmp_path / "b.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename != member:
+                dst.writestr(info, src.read(info))
+        with dst.open(member, "w", force_zip64=True) as out:
+            for _ in range(65):
+                out.write(bytes(2**20))
+    assert rebuilt.stat().st_size < 2**20
+    with pytest.raises(PrepareError, match=rf"member {member} is refused: it declares 68,157,440 bytes"):
+        prepare(rebuilt, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
 
 
 # ------------------------------------------------------------------------------ not the expected archive

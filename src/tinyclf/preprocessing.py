@@ -31,113 +31,13 @@ from tqdm import tqdm
 
 from tinyclf import arrays
 from tinyclf.errors import TinyclfError
+from tinyclf.images import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, OPENCV_PIXEL_LIMIT_VARIABLE, decode_image,
+                            resize_square)
+from tinyclf.params import NATIVE_IMAGE_SIZE, OFFICIAL, archive_filename, prepared_image_size
 
 
 class PrepareError(TinyclfError):
     """An archive or member that cannot be prepared; the message (one line) names it."""
-
-
-# ------------------------------------------------------------------------------ image decoding
-
-_JPEG_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_PALETTE = 3
-
-
-def _jpeg_components(data: bytes) -> int | None:
-    """Number of colour components in a JPEG's frame header (4 = CMYK/YCCK), None if not found.
-
-    OpenCV converts CMYK JPEGs to BGR silently, so this is how we see (and count) them.
-    """
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker in _JPEG_SOF_MARKERS:
-            return data[pos + 9] if pos + 9 < len(data) else None
-        if marker == 0xDA:  # start of scan: no frame header before the image data
-            return None
-        pos += 2 + length
-    return None
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    # INTER_AREA averages source pixels when shrinking (no aliasing); bilinear when enlarging.
-    interpolation = cv2.INTER_AREA if size < h or size < w else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interpolation)
-
-
-def decode_image(data: bytes, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, str | None, bool]:
-    """Decode image bytes to RGB uint8 size×size×3 (written into `out` when given, saving a copy).
-
-    Returns (image, conversion, resized): conversion is None for a plain 8-bit colour image, else
-    one of "grayscale", "cmyk", "rgba", "other" (palette, grey+alpha, 16-bit). Raises ValueError
-    with the reason when the bytes are not a decodable image.
-    """
-    img = _decode_unchanged(data)
-    img, conversion = _to_rgb8(img, data, out if img.shape[:2] == (size, size) else None)
-    resized = img.shape[0] != size or img.shape[1] != size
-    if resized:
-        img = _resize(img, size)
-    if out is not None and img is not out:
-        out[...] = img
-    return img, conversion, resized
-
-
-def _decode_unchanged(data: bytes) -> np.ndarray:
-    """OpenCV's decode with the file's own depth and channels; ValueError naming what is wrong."""
-    if not data:
-        raise ValueError("empty member")
-    # libjpeg decodes a truncated JPEG into a partly grey image with only a warning; a file that
-    # lost its end-of-image marker is corrupt, so say so rather than train on it. The marker must
-    # follow the last start-of-scan (byte stuffing keeps both out of the compressed data); bytes
-    # after it, which some writers append, are allowed.
-    if _is_jpeg(data) and data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 2)) < 0:
-        raise ValueError("truncated JPEG (no end-of-image marker)")
-    try:
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
-        raise ValueError(f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1]})") from None
-    if img is None or img.size == 0:
-        raise ValueError("not a decodable image")
-    return img
-
-
-def _is_jpeg(data: bytes) -> bool:
-    return data[:2] == b"\xff\xd8"
-
-
-def _to_rgb8(img: np.ndarray, data: bytes, out: np.ndarray | None) -> tuple[np.ndarray, str | None]:
-    """8-bit RGB from any depth and channel count OpenCV returns, and which conversion it took
-    (`data`, the file's bytes, tells CMYK JPEGs and palette PNGs apart). Writes into `out` if given."""
-    conversion = None
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-        conversion = "other"
-    elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {img.dtype}")
-    channels = 1 if img.ndim == 2 else img.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), conversion or "grayscale"
-    if channels == 2:  # grey + alpha (PNG): keep the grey, drop the alpha
-        return cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2RGB), "other"
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB), conversion or "rgba"  # alpha dropped, as PIL's convert("RGB")
-    if channels != 3:
-        raise ValueError(f"unsupported channel count {channels}")
-    # The common case goes straight into the output block when there is one.
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out) if out is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if _is_jpeg(data) and _jpeg_components(data) == 4:
-        conversion = conversion or "cmyk"  # OpenCV already turned the inks into BGR
-    elif data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[25] == _PNG_PALETTE:
-        conversion = conversion or "other"  # palette PNG, expanded by OpenCV
-    return img, conversion
 
 
 # --------------------------------------------------------------------- parallel zip decoding
@@ -175,20 +75,23 @@ class _Chunk:
     histogram: np.ndarray  # (3, 256) pixel-value counts of the decoded rows, for mean/std
 
 
-def _decode_chunk(task: tuple[str, arrays.ImagesFile, int, list[str]]) -> _Chunk:
-    archive, images, start, members = task
+def _decode_chunk(task: tuple[str, arrays.ImagesFile, int, list[str], int | None]) -> _Chunk:
+    archive, images, start, members, native = task
     size = images.row_shape[0]
     zf = _zip_handle(archive)
     block = np.zeros((len(members), *images.row_shape), dtype=np.uint8)
     failed, conversions, resized = [], collections.Counter(), 0
     for i, member in enumerate(members):
         try:
-            data = zf.read(member)
+            data = _read_member(zf, member)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, broken deflate
             failed.append((i, member, f"cannot be read from the zip ({exc})"))
             continue
+        except ValueError as exc:
+            failed.append((i, member, f"is refused: {exc}"))
+            continue
         try:
-            _, conversion, was_resized = decode_image(data, size, out=block[i])
+            _, conversion, was_resized = decode_image(data, size, out=block[i], native=native)
         except ValueError as exc:
             failed.append((i, member, f"cannot be decoded: {exc}"))
             continue
@@ -198,6 +101,18 @@ def _decode_chunk(task: tuple[str, arrays.ImagesFile, int, list[str]]) -> _Chunk
     arrays.write_image_rows(images, start, block)
     decoded = np.delete(block, [i for i, _, _ in failed], axis=0) if failed else block
     return _Chunk(start, len(members), failed, conversions, resized, arrays.ChannelMoments.histogram_of(decoded))
+
+
+def _read_member(zf: zipfile.ZipFile, member: str) -> bytes:
+    """The member's bytes; ValueError, before reading, when it declares more than MAX_IMAGE_BYTES.
+
+    zipfile stops at the declared size (and checks the CRC), so the check bounds what a member can
+    make this process hold, however well it compresses."""
+    declared = zf.getinfo(member).file_size
+    if declared > MAX_IMAGE_BYTES:
+        raise ValueError(f"it declares {declared:,} bytes uncompressed, over the limit of {MAX_IMAGE_BYTES:,} "
+                         "(tinyclf.images.MAX_IMAGE_BYTES)")
+    return zf.read(member)
 
 
 def available_cores() -> int:
@@ -214,11 +129,13 @@ class _ChunkDecoder:
     them, also when the caller stops early on a corrupt member.
     """
 
-    def __init__(self, archive: Path, workers: int):
-        self.archive, self.workers, self.pool = str(archive), workers, None
+    def __init__(self, archive: Path, workers: int, native: int | None):
+        self.archive, self.workers, self.native, self.pool = str(archive), workers, native, None
 
     def __enter__(self) -> "_ChunkDecoder":
         if self.workers > 1:
+            # OpenCV's own pixel limit in the workers too, for any decode the header checks missed.
+            os.environ.setdefault(OPENCV_PIXEL_LIMIT_VARIABLE, str(MAX_IMAGE_PIXELS))
             # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that a fork
             # would copy in a locked state. Workers import only this module, numpy and OpenCV.
             self.pool = multiprocessing.get_context("spawn").Pool(
@@ -237,7 +154,8 @@ class _ChunkDecoder:
     def chunks(self, members: list[str], images: arrays.ImagesFile):
         """Decode `members` into the rows of `images` with the same index; yield each chunk's report."""
         chunk_size = max(16, min(512, -(-len(members) // (self.workers * 8))))
-        tasks = [(self.archive, images, s, members[s : s + chunk_size]) for s in range(0, len(members), chunk_size)]
+        tasks = [(self.archive, images, s, members[s : s + chunk_size], self.native)
+                 for s in range(0, len(members), chunk_size)]
         if self.pool is None or len(tasks) <= 1:
             return map(_decode_chunk, tasks)
         return self.pool.imap(_decode_chunk, tasks)
@@ -293,7 +211,10 @@ def _prepare_tiny_imagenet(archive: Path, tmp: Path, size: int, workers: int, on
     moments = arrays.ChannelMoments()
     splits = {}
     tiny_imagenet.ensure_zip(archive)  # a file that is not a zip fails here, before any worker starts
-    with _ChunkDecoder(archive, workers) as decoder:  # workers start up while the index is read
+    # Every member of the published archive (and of a generated one) has the native size: another
+    # size means it is not that archive, and checking it from the header bounds memory.
+    native = NATIVE_IMAGE_SIZE["tiny-imagenet"]
+    with _ChunkDecoder(archive, workers, native) as decoder:  # workers start up while the index is read
         index = tiny_imagenet.read_index(archive)
         for split in arrays.SPLITS:
             splits[split] = _decode_split(archive, tmp, split, index, size, decoder, on_corrupt, moments, progress)
@@ -346,7 +267,7 @@ def _prepare_cifar10(archive: Path, tmp: Path, size: int, progress: bool):
                     if size == cifar10.SIDE:
                         block = np.ascontiguousarray(part)  # the N×3×32×32 → N×32×32×3 transpose happens here
                     else:
-                        block = np.stack([_resize(np.ascontiguousarray(img), size) for img in part])
+                        block = np.stack([resize_square(np.ascontiguousarray(img), size) for img in part])
                         resized += len(part)
                     arrays.write_image_rows(images, row, block)
                     row += len(block)
@@ -368,8 +289,6 @@ def resolve_workers(workers: int) -> int:
 def find_archive(raw_dir: str | Path, dataset: str) -> Path:
     """The archive of `dataset` in raw_dir (the download stage's output); PrepareError if it is
     missing or belongs to another dataset."""
-    from tinyclf.params import OFFICIAL, archive_filename
-
     raw_dir = Path(raw_dir)
     expected = raw_dir / archive_filename(dataset)
     if expected.is_file():
@@ -403,7 +322,6 @@ def prepare(
     must do so under `if __name__ == "__main__":` (the pool re-imports the main module).
     """
     from tinyclf.datasets.generated import is_generated
-    from tinyclf.params import NATIVE_IMAGE_SIZE, prepared_image_size
 
     if dataset not in NATIVE_IMAGE_SIZE:
         raise PrepareError(f"unknown dataset {dataset!r}; expected one of {', '.join(NATIVE_IMAGE_SIZE)}")
