@@ -64,3 +64,32 @@ def test_info_on_a_missing_model_is_one_line(tmp_path):
     out = tinyclf("info", tmp_path / "nope.pt")
     assert out.returncode == 1
     assert "nope.pt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_check_params_refuses_an_unknown_model_with_close_matches(tmp_path):
+    tree = real_params()
+    tree["train"]["model"] = "resnet9000"
+    out = tinyclf("check-params", write_params(tmp_path / "params.yaml", tree))
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.model: unknown model 'resnet9000'" in lines[0]
+    assert "did you mean resnet200" in lines[0]  # from timm's registry
+    tree["train"]["model"] = "convnext_nano"  # any timm architecture is fine
+    assert tinyclf("check-params", write_params(tmp_path / "params.yaml", tree)).returncode == 0
+
+
+def test_every_command_line_mistake_is_one_line(tmp_path):
+    cases = [
+        (["frobnicate"], "tinyclf: argument command: invalid choice: 'frobnicate'"),
+        (["predict"], "tinyclf predict: the following arguments are required: model, images"),
+        (["remote-check", "--bogus"], "tinyclf remote-check: unrecognized arguments: --bogus"),
+    ]
+    for args, expected in cases:
+        out = tinyclf(*args, cwd=tmp_path)
+        assert out.returncode == 2, args
+        assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith(expected), out.stderr
+        assert "--help" in out.stderr
+    stage = subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py"), "--data", "x"], capture_output=True,
+                           text=True, timeout=60)
+    assert stage.returncode == 2 and len(stage.stderr.strip().splitlines()) == 1
+    assert "the following arguments are required: --model, --out" in stage.stderr

@@ -179,12 +179,12 @@ TRAIN_PER_CLASS, VAL_PER_CLASS = 5, 2
 
 def _jpeg(rgb: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (16, 16), rgb).save(buf, "JPEG", quality=95)
+    Image.new("RGB", (64, 64), rgb).save(buf, "JPEG", quality=95)
     return buf.getvalue()
 
 
 def tiny_zip(path: Path, corrupt: str) -> Path:
-    """A Tiny ImageNet zip in the official layout, 16x16 flat colours, member `corrupt` not an image."""
+    """A Tiny ImageNet zip in the official layout: 64x64 flat colours, member `corrupt` not an image."""
     members = {ROOT + "wnids.txt": "\n".join(WNIDS) + "\n",
                ROOT + "words.txt": "\n".join(f"{w}\tthing {i}" for i, w in enumerate(WNIDS))}
     for c, wnid in enumerate(WNIDS):
@@ -193,7 +193,7 @@ def tiny_zip(path: Path, corrupt: str) -> Path:
     annotations = []
     for i in range(VAL_PER_CLASS * len(WNIDS)):
         members[f"{ROOT}val/images/val_{i}.JPEG"] = _jpeg((60 + 100 * (i % 2), 100, 50))
-        annotations.append(f"val_{i}.JPEG\t{WNIDS[i % 2]}\t0\t0\t15\t15")
+        annotations.append(f"val_{i}.JPEG\t{WNIDS[i % 2]}\t0\t0\t63\t63")
     members[ROOT + "val/val_annotations.txt"] = "\n".join(annotations) + "\n"
     members[corrupt] = b"\xff\xd8\xff\xe0 not image data"
     with zipfile.ZipFile(path, "w") as zf:

@@ -126,7 +126,7 @@ def test_remote_check_names_a_remote_that_points_at_a_file(dvc_repo):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"tinyclf: remote 'afile' ({remotes['afile']}): {remotes['afile']} is a file, not a directory; "
+        f"tinyclf remote-check: remote 'afile' ({remotes['afile']}): {remotes['afile']} is a file, not a directory; "
         "fix the remote's url"]
 
 
@@ -136,4 +136,4 @@ def test_remote_check_names_a_remote_that_is_not_configured(dvc_repo):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("tinyclf: remote 'nope' is not configured (configured: afile, fresh, storage)")
+    assert lines[0].startswith("tinyclf remote-check: remote 'nope' is not configured (configured: afile, fresh, storage)")

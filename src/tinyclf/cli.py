@@ -13,13 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinyclf.errors import TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError
 
 
 def _check_params(args) -> int:
-    from tinyclf.params import load_params
+    from tinyclf.models import ModelError, check_model_name
+    from tinyclf.params import ParamsError, load_params
 
     params = load_params(args.path)
+    # The model name is checked against timm's registry too, as the train stage will (params.py
+    # alone cannot: importing timm takes seconds, too long for every stage's first check).
+    try:
+        check_model_name(params.train.model)
+    except ModelError as exc:
+        raise ParamsError(f"{args.path}: train.model: {exc}") from None
     print(f"{args.path}: ok ({params.data.dataset}, source {params.download.source}, model {params.train.model})")
     return 0
 
@@ -85,7 +92,7 @@ def _quickstart(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tinyclf", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="tinyclf", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check-params", help="validate a params.yaml")
     p.add_argument("path", nargs="?", default="params.yaml")

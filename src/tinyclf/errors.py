@@ -5,10 +5,13 @@ checkpoint, a non-finite loss, …) subclasses `TinyclfError`, keeping the built
 relied on before (`ParamsError` is still a `ValueError`, `DownloadError` a `RuntimeError`).
 Its message is one line that names the bad input, so a stage or the `tinyclf` command catches
 this one class, prints `<stage>: <message>` and exits with `exit_code`, and anything else is a
-bug that keeps its traceback.
+bug that keeps its traceback. `ArgumentParser` reports a mistyped command line the same way: one
+line, not argparse's usage block.
 """
 
 from __future__ import annotations
+
+import argparse
 
 
 class TinyclfError(Exception):
@@ -16,3 +19,13 @@ class TinyclfError(Exception):
 
     # What a stage or the CLI exits with; 128 + signal number for an interrupted run.
     exit_code: int = 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line: what is wrong, and where the help is.
+
+    (Subcommand parsers made with `add_subparsers` inherit the class, so they answer the same way.)
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")

@@ -151,11 +151,16 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_model_name(name)
     if name in MODELS:
         return MODELS[name](num_classes, **kwargs)
-    timm = _timm()
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, available_models(), n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the choices"
-        raise ModelError(f"unknown model {name!r} (neither tinyclf's {', '.join(sorted(MODELS))} nor a timm model){hint}")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    return _timm().create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+
+
+def check_model_name(name: str) -> None:
+    """ModelError, listing close matches, unless `name` is ours or a timm architecture (builds nothing)."""
+    if name in MODELS or _timm().is_model(name):
+        return
+    close = difflib.get_close_matches(name, available_models(), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the choices"
+    raise ModelError(f"unknown model {name!r} (neither tinyclf's {', '.join(sorted(MODELS))} nor a timm model){hint}")

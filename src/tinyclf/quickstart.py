@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from tinyclf.errors import ArgumentParser
+
 EXPERIMENT = "quickstart"
 # Where the experiment's report and evaluation are copied (git-ignored), keeping the paths they
 # have in the repository so the report's links to the evaluation plots work.
@@ -107,7 +109,7 @@ def copy_results(root: Path, rev: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tinyclf.quickstart",
         description="Run all five stages on a small generated dataset (offline, CPU) as the DVC experiment "
         f"'{EXPERIMENT}', leaving the workspace untouched, and copy its report to {OUT_DIR}/.",

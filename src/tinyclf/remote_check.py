@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tinyclf.errors import TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError
 
 DOCS = "docs/remotes.md"
+PROG = "tinyclf remote-check"  # also run as `python -m tinyclf.remote_check`
 
 
 class RemoteProblem(TinyclfError):
@@ -170,8 +171,8 @@ def check_remote(repo_root: str | Path = ".", name: str | None = None, timeout: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyclf.remote_check",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Check a DVC remote, or run dvc push/pull/fetch and explain a failure naming the remote "
                     f"and what to check (see {DOCS}).",
     )
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             info = check_remote(args.repo, args.remote, args.timeout)
         except RemoteProblem as exc:
-            print(f"tinyclf: {exc}", file=sys.stderr)
+            print(f"{PROG}: {exc}", file=sys.stderr)
             return 1
         print(f"{info.label()}: ok")
         return 0
@@ -203,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = check_remote(args.repo, args.remote, args.timeout)
     except RemoteProblem as exc:
-        print(f"tinyclf: dvc {args.command} failed: {exc}", file=sys.stderr)
+        print(f"{PROG}: dvc {args.command} failed: {exc}", file=sys.stderr)
         return code
-    print(f"tinyclf: dvc {args.command} failed (exit {code}) although {info.label()} answers; "
+    print(f"{PROG}: dvc {args.command} failed (exit {code}) although {info.label()} answers; "
           "see DVC's message above (missing cache files, a locally modified output, …)", file=sys.stderr)
     return code
 

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from tinyclf.errors import TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError
 from tinyclf.params import Params, load_params
 
 
 def stage_parser(description: str, *, progress_bars: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options stages share: --params, and --no-progress for those with bars."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
     if progress_bars:
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
