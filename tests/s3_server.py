@@ -122,3 +122,98 @@ def closed_port(host: str = "127.0.0.1") -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+class AuthS3Server:
+    """moto's server with authentication on: it checks every request's signature against an IAM user's
+    access key, as AWS and MinIO do.
+
+    moto authenticates once `INITIAL_NO_AUTH_ACTION_COUNT` unauthenticated calls have been made (its
+    IAM docs), a setting it reads at import: so the server runs in its own process, and exactly
+    that many calls set it up: create a user, give it a key, allow it s3:*, create the bucket.
+    """
+
+    SETUP_CALLS = 4
+    USER = "tinyclf-dvc"
+    _SERVE = (
+        "import logging, sys\n"
+        "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
+        "from moto.server import ThreadedMotoServer\n"
+        "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
+        "server.start()\n"
+        "print(server.get_host_and_port()[1], flush=True)\n"
+        "sys.stdin.read()  # until the test closes stdin\n"
+    )
+
+    def __init__(self, bucket: str = "tinyclf-auth") -> None:
+        self.bucket = bucket
+        self.access_key: str | None = None
+        self.secret_key: str | None = None
+        self._proc = None
+        self._aws_dir: str | None = None
+        self.port: int | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "AuthS3Server":
+        import json
+        import os
+        import subprocess
+        import sys
+
+        import boto3
+
+        self._aws_dir = tempfile.mkdtemp(prefix="tinyclf-aws-")
+        for name in ("config", "credentials"):
+            Path(self._aws_dir, name).write_text("")
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self.SETUP_CALLS)}
+        self._proc = subprocess.Popen([sys.executable, "-c", self._SERVE], env=env, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        self.port = int(self._proc.stdout.readline())
+        anyone = dict(endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id="setup",
+                      aws_secret_access_key="setup")
+        iam = boto3.client("iam", **anyone)
+        iam.create_user(UserName=self.USER)
+        key = iam.create_access_key(UserName=self.USER)["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName=self.USER, PolicyName="s3", PolicyDocument=json.dumps(policy))
+        boto3.client("s3", **anyone).create_bucket(Bucket=self.bucket)  # the last unauthenticated call
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - a server that does not stop is killed
+                self._proc.kill()
+            self._proc = None
+        if self._aws_dir is not None:
+            shutil.rmtree(self._aws_dir, ignore_errors=True)
+            self._aws_dir = None
+
+    def __enter__(self) -> "AuthS3Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def env(self, base: dict[str, str], *, access_key: str | None = None, secret: str | None = None) -> dict[str, str]:
+        """`base` with this server's real key, or with the `access_key` / `secret` given instead."""
+        env = s3_env(base, self._aws_dir)
+        env.update(AWS_ACCESS_KEY_ID=access_key or self.access_key, AWS_SECRET_ACCESS_KEY=secret or self.secret_key)
+        return env
+
+    def objects(self) -> dict[str, str]:
+        """{key: ETag} of everything in the bucket, read with the real key."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION,
+                              aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+        found = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            found.update({obj["Key"]: obj["ETag"] for obj in page.get("Contents", [])})
+        return found

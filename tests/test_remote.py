@@ -28,7 +28,7 @@ from dvc_flow import (
     dvc,
     published,
 )
-from s3_server import S3Server, closed_port
+from s3_server import AuthS3Server, S3Server, closed_port
 
 BUCKET = "tinyclf-test"
 
@@ -160,6 +160,51 @@ def test_push_to_missing_bucket_fails_and_the_check_says_which(pub, s3):
     assert "NoSuchBucket" in wrapped.stderr  # DVC's own message
     assert "remote 'nobucket'" in wrapped.stderr and "bucket 'tinyclf-no-such-bucket' does not exist" in wrapped.stderr
     assert digests(repo) == pub.digests and cache_problems(repo) == []
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+
+
+@pytest.mark.slow  # runs the pipeline once per module (tests/dvc_flow.py)
+def test_a_rejected_key_fails_the_push_changes_nothing_and_the_check_names_it(pub):
+    """An S3 server that checks signatures (moto with IAM authentication on): a wrong secret or an
+    unknown key id fails `dvc push`, leaves the workspace, the cache and the remote as they were, and
+    `tinyclf remote-check push` says in one line that the credentials were refused."""
+    repo = pub.repo
+    before, objects = digests(repo), cache_objects(repo)
+    with AuthS3Server() as server:
+        env = server.env(venv_env(repo))
+        s3_remote(repo, server, env, name="authed", bucket=server.bucket)
+        # The server's reason (s3fs passes on its message, not its code), for a wrong secret and an unknown key.
+        wrong = {"signature we calculated does not match": server.env(venv_env(repo), secret="not-the-secret"),
+                 "Access Key Id you provided does not exist": server.env(venv_env(repo),
+                                                                         access_key="AKIANOSUCHKEY00000000")}
+        for reason, bad_env in wrong.items():
+            push = dvc(repo, "push", "-r", "authed", env=bad_env, check=False)
+            # DVC 3.67 says only "Forbidden … (403) … HeadObject": a HEAD reply carries no error code.
+            assert push.returncode != 0 and "Forbidden" in push.stderr, push.stderr
+            assert server.objects() == {}  # nothing reached the remote
+            wrapped = subprocess.run([sys.executable, "-m", "tinyclf.cli", "remote-check", "-r", "authed", "push"],
+                                     cwd=repo, env=bad_env, capture_output=True, text=True)
+            assert wrapped.returncode != 0
+            ours = [line for line in wrapped.stderr.splitlines() if line.startswith("tinyclf remote-check:")]
+            assert len(ours) == 1, wrapped.stderr
+            assert f"dvc push failed: remote 'authed' (s3://{server.bucket}/store via {server.endpoint_url})" in ours[0]
+            assert f"access to bucket '{server.bucket}' denied" in ours[0] and reason in ours[0], ours[0]
+            assert "check the credentials" in ours[0]
+
+        # The server does accept the right key: the refusals above were the credentials'.
+        dvc(repo, "push", "-r", "authed", env=env)
+        pushed = server.objects()
+        # What this commit's outputs need: the same objects the published push put in the local remote.
+        assert len(pushed) == len([f for f in pub.storage.rglob("*") if f.is_file()]) > 0
+        push = dvc(repo, "push", "-r", "authed", env=wrong["signature we calculated does not match"], check=False)
+        assert push.returncode != 0
+        assert server.objects() == pushed  # the remote is intact
+        check = subprocess.run([sys.executable, "-m", "tinyclf.cli", "remote-check", "-r", "authed"], cwd=repo,
+                               env=env, capture_output=True, text=True)
+        assert check.returncode == 0 and check.stdout.strip().endswith("ok"), check.stderr
+
+    assert digests(repo) == before
+    assert cache_objects(repo) == objects and cache_problems(repo) == []
     assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
 
 

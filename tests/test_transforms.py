@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from helpers import REPO
 from tinyclf.arrays import PreparedDataError
 from tinyclf.params import TrainParams
 from tinyclf.transforms import (
@@ -128,6 +132,28 @@ def test_loader_batches_identical_for_0_and_2_workers(prepared):
     for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
         assert x0.dtype == torch.uint8 and x0.shape == (8, 3, SIZE, SIZE)
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+def test_loader_workers_start_after_this_process_used_opencv_threads(prepared):
+    """A process that already ran OpenCV on its thread pool (a notebook, or an earlier preprocess)
+    then trains with loader workers: the forked workers must not hang (they did, in
+    cv2.setNumThreads, when each worker set its own thread count)."""
+    root, _, _ = prepared
+    script = f"""
+import cv2, numpy as np, torch
+from tinyclf.params import TrainParams
+from tinyclf.transforms import EpochSampler, PreparedDataset, build_augment, make_loader
+big = np.random.default_rng(0).integers(0, 256, (3000, 3000, 3), dtype=np.uint8)
+for _ in range(3):
+    cv2.GaussianBlur(cv2.resize(big, (1500, 1500), interpolation=cv2.INTER_AREA), (9, 9), 0)
+ds = PreparedDataset({str(root)!r}, "train", build_augment(TrainParams(crop="pad_crop"), {SIZE}), seed=0)
+loader = make_loader(ds, EpochSampler(len(ds)), 8, workers=2, prefetch_factor=2, pin_memory=False, drop_last=False)
+print(sum(len(y) for _, y in loader), cv2.getNumThreads())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["24", "1"]  # every image loaded; OpenCV here on one thread, as in the workers
 
 
 # ---- sampler --------------------------------------------------------------------------------

@@ -144,16 +144,18 @@ def _check_s3(info: RemoteInfo, repo_root: str | Path, timeout: float) -> None:
 def _explain_s3(info: RemoteInfo, bucket: str, exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     first = text.strip().splitlines()[0][:200]
-    if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text or "does not exist" in text:
-        return f"bucket '{bucket}' does not exist; create it or fix the url (`dvc remote modify {info.name} url s3://BUCKET/PATH`)"
     if "NoCredentials" in text or "Unable to locate credentials" in text:
         return ("no credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or "
                 f"`dvc remote modify --local {info.name} access_key_id …` and `secret_access_key …`")
+    # Before the missing-bucket test: a refused key's message ("The AWS Access Key Id you provided
+    # does not exist in our records") would otherwise read as a missing bucket.
     if isinstance(exc, PermissionError) or any(
         code in text for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403")
     ):
         return (f"access to bucket '{bucket}' denied ({first}); check the credentials "
                 "(AWS_* environment variables, AWS_PROFILE, or .dvc/config.local) and the bucket policy")
+    if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text or "does not exist" in text:
+        return f"bucket '{bucket}' does not exist; create it or fix the url (`dvc remote modify {info.name} url s3://BUCKET/PATH`)"
     if "Could not connect" in text or "EndpointConnectionError" in text or "ConnectTimeout" in text:
         return f"cannot reach the S3 endpoint ({first}); check the network, region and endpointurl"
     return f"S3 check failed ({first})"

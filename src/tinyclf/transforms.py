@@ -291,18 +291,18 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def _quiet_opencv_worker(_worker_id: int) -> None:
-    # Each DataLoader worker already owns a core; OpenCV's own thread pool would oversubscribe it.
-    cv2.setNumThreads(1)
-
-
 def make_loader(dataset: Dataset, sampler: Sampler | None, batch_size: int, *, workers: int, prefetch_factor: int,
                 pin_memory: bool, drop_last: bool, persistent_workers: bool = True, collate=None) -> DataLoader:
-    """A DataLoader with the speed options from params; workers=0 loads in the calling process."""
+    """A DataLoader with the speed options from params; workers=0 loads in the calling process.
+
+    With workers, OpenCV in this process is set to one thread: each worker already owns a core, and
+    the forked workers inherit the setting. (Setting it in the workers instead hangs them, in
+    cv2.setNumThreads, whenever this process had already started OpenCV's thread pool.)
+    """
     kwargs: dict = {}
     if workers > 0:
-        kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
-                      worker_init_fn=_quiet_opencv_worker)
+        cv2.setNumThreads(1)
+        kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       # Pinned memory only helps (and only exists) with a CUDA device.
                       pin_memory=pin_memory and torch.cuda.is_available(),
