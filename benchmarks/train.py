@@ -56,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tinyclf.distributed import DistInfo
-    from tinyclf.engine import Progress, StepRecipe, train_one_epoch
+    from tinyclf.engine import Progress, StepControl, StepRecipe, train_one_epoch
     from tinyclf.models import create_model
     from tinyclf.params import params_from_dict
     from tinyclf.recipe import build_loss_and_mixup, build_optimizer, build_scheduler
@@ -92,7 +92,7 @@ def main() -> int:
         loss_fn, mixup = build_loss_and_mixup(tp, args.classes)
         ema = ModelEmaV3(stage_model, decay=tp.ema_decay, use_warmup=True, warmup_power=3 / 4) if tp.ema else None
 
-        def prepare(images, labels, _micro):
+        def prepare(images, labels):
             x = to_model_input(images, mean, std, channels_last=True)
             if mixup is not None:
                 x, soft = mixup(x, labels)
@@ -124,7 +124,7 @@ def main() -> int:
             sampler.set_epoch(r)
             progress = Progress()
             out = train_one_epoch(stage_model, loader, recipe, progress, micro_batches=args.steps,
-                                  device=info.device, info=info)
+                                  device=info.device, info=info, control=StepControl(sync_every=tp.sync_every))
             return out["seconds"] / args.steps
 
         # Warm-up: first steps allocate and pick kernels; the loader's workers start.

@@ -86,10 +86,22 @@ def test_cross_field_cifar_generated_needs_ten_classes():
         params_from_dict(tree)
 
 
-def test_batched_augmentation_refuses_per_image_policies_before_work():
-    with pytest.raises(ParamsError, match="train.aug_backend=batched does crop and flip only"):
-        params_from_dict(_with(train__aug_backend="batched", train__policy="randaugment"))
-    assert params_from_dict(_with(train__aug_backend="batched")).train.aug_backend == "batched"
+def test_device_augmentation_refuses_per_image_policies_before_work():
+    with pytest.raises(ParamsError, match="train.policy=randaugment is albumentations, per image: it needs "
+                                          "train.aug_backend workers"):
+        params_from_dict(_with(train__aug_backend="device", train__policy="randaugment"))
+    assert params_from_dict(_with(train__aug_backend="device", train__color_jitter=0.4)).train.aug_backend == "device"
+    # auto picks workers for a policy, so the pair is fine.
+    assert params_from_dict(_with(train__aug_backend="auto", train__policy="randaugment")).train.policy == "randaugment"
+    with pytest.raises(ParamsError, match="got 'batched' \\(did you mean 'device'\\?\\)"):
+        params_from_dict(_with(train__aug_backend="batched"))
+
+
+def test_compile_is_true_false_or_auto():
+    assert params_from_dict(_with(train__compile=True)).train.compile is True
+    assert params_from_dict(_with(train__compile="auto")).train.compile == "auto"
+    with pytest.raises(ParamsError, match="train.compile must be true, false or auto, got 'yes'"):
+        params_from_dict(_with(train__compile="yes"))
 
 
 def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):

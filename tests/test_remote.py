@@ -222,7 +222,6 @@ def test_interrupted_pull_completes_when_run_again(pub, s3, pushed_to_s3, tmp_pa
     repo = clone(pub, tmp_path / "clone")
     env = s3.env(venv_env(repo))
     s3_remote(repo, s3, env)
-    cache = repo / ".dvc" / "cache" / "files" / "md5"
     proc = subprocess.Popen(["dvc", "pull", "-r", "s3store"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:

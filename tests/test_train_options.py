@@ -1,5 +1,5 @@
 """Train options users set in params.yaml and rely on, each run for real: accumulation, clipping,
-the step/multistep/plateau schedulers, torch.compile, batched augmentation, DataLoader workers,
+the step/multistep/plateau schedulers, torch.compile, device augmentation, DataLoader workers,
 bf16 autocast, sync_bn, and optimizers other than SGD.
 
 Every test trains a timm test model (`test_efficientnet_gn`: GroupNorm, 0.1M params, or
@@ -307,16 +307,22 @@ def test_compile_learns_and_writes_plain_state_dict_keys(tmp_path, prepared):
     assert compiled.summary["val"]["top1"] == eager.summary["val"]["top1"]
 
 
-# ------------------------------------------------------------------------------ 5. batched augmentation
-def test_batched_augmentation_learns_and_is_recorded(tmp_path, prepared):
-    batched = train(tmp_path, prepared, "batched", train__aug_backend="batched", train__policy="none",
-                    train__color_jitter=0.0)
-    per_image = train(tmp_path, prepared, "per_image", train__aug_backend="workers")
-    assert batched.run["aug_backend"] == "batched" and per_image.run["aug_backend"] == "workers"
-    assert batched.meta["params"]["train"]["aug_backend"] == "batched"
-    assert_learned(batched)
-    # The crops and flips really came from the other backend (its own random stream): other weights.
-    assert max_diff(batched.state, per_image.state) > 1e-3
+# ------------------------------------------------------------------------------ 5. device augmentation
+def test_device_backend_learns_like_the_workers_backend(tmp_path, prepared):
+    """The same recipe (pad-crop, flip, color jitter, erasing) with the data on the device: it learns
+    as the per-image backend does, from its own random numbers, and says which backend it used."""
+    recipe = dict(train__color_jitter=0.2, train__random_erasing=0.25, train__workers=0)
+    device = train(tmp_path, prepared, "device", train__aug_backend="device", **recipe)
+    workers = train(tmp_path, prepared, "workers", train__aug_backend="workers", **recipe)
+    assert device.run["aug_backend"] == "device" and workers.run["aug_backend"] == "workers"
+    assert device.meta["params"]["train"]["aug_backend"] == "device"
+    assert_learned(device)
+    assert_learned(workers)
+    assert abs(device.result["val"]["loss"] - workers.result["val"]["loss"]) < 0.5 * CHANCE_LOSS
+    assert max_diff(device.state, workers.state) > 1e-3  # other crops: other weights
+    # auto is workers on a CPU.
+    auto = train(tmp_path, prepared, "auto", train__aug_backend="auto", **recipe)
+    assert auto.run["aug_backend"] == "workers" and bitwise_equal(auto.state, workers.state)
 
 
 # ------------------------------------------------------------------------------ 6. DataLoader workers

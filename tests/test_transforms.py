@@ -1,4 +1,5 @@
-"""The training input pipeline: per-sample determinism, sampler sharding, normalization, batched ops."""
+"""The per-image input pipeline: per-sample determinism, sampler sharding, normalization (the device
+backend's augmentation: test_device_augment.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pickle
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,16 +18,14 @@ from helpers import REPO
 from tinyclf.arrays import PreparedDataError
 from tinyclf.params import TrainParams
 from tinyclf.transforms import (
-    RRC_RATIO,
-    BatchedAugment,
     EpochSampler,
     PreparedDataset,
     build_augment,
+    epoch_order,
     make_loader,
     seed_augment,
     to_model_input,
 )
-from tinyclf.transforms import _sample_rrc_boxes  # noqa: E402  (replayed to check the geometry)
 
 SIZE = 32
 
@@ -246,69 +244,12 @@ def test_policies_build_and_change_images(policy):
     assert changed >= 20
 
 
-# ---- batched --------------------------------------------------------------------------------
-
-@pytest.fixture
-def batch():
-    return torch.from_numpy(np.random.default_rng(3).integers(0, 256, (16, 3, SIZE, SIZE), dtype=np.uint8))
-
-
-@pytest.mark.parametrize("crop", ["pad_crop", "random_resized_crop"])
-def test_batched_shape_dtype_and_determinism(batch, crop):
-    aug = BatchedAugment(tp_with(crop=crop), SIZE, seed=11)
-    out = aug(batch, step=4)
-    assert out.dtype == torch.uint8 and out.shape == batch.shape
-    assert torch.equal(BatchedAugment(tp_with(crop=crop), SIZE, seed=11)(batch, step=4), out)
-    assert not torch.equal(aug(batch, step=5), out)
-    assert not torch.equal(BatchedAugment(tp_with(crop=crop), SIZE, seed=12)(batch, step=4), out)
-
-
-def test_batched_flip_flips(batch):
-    flip = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=1.0), SIZE, seed=0)
-    keep = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=0.0), SIZE, seed=0)
-    assert torch.equal(flip(batch, 0), batch.flip(3))
-    assert torch.equal(keep(batch, 0), batch)
-    # random_resized_crop at scale 1 is the identity (pixel centres land on pixel centres) or its mirror
-    rrc_flip = BatchedAugment(tp_with(crop="random_resized_crop", rrc_scale=[1.0, 1.0], hflip=1.0), SIZE, seed=0)
-    rrc_keep = BatchedAugment(tp_with(crop="random_resized_crop", rrc_scale=[1.0, 1.0], hflip=0.0), SIZE, seed=0)
-    assert torch.equal(rrc_flip(batch, 0), batch.flip(3))
-    assert torch.equal(rrc_keep(batch, 0), batch)
-    half = BatchedAugment(tp_with(crop="pad_crop", pad=0, hflip=0.5), SIZE, seed=0)(batch, 0)
-    flipped = [torch.equal(o, b.flip(2)) for o, b in zip(half, batch)]
-    assert 0 < sum(flipped) < len(batch)
-
-
-def test_batched_pad_crop_windows_of_reflect_padded_images(batch):
-    out = BatchedAugment(tp_with(crop="pad_crop", pad=4, hflip=0.0), SIZE, seed=2)(batch, 9)
-    shifted = 0
-    for o, b in zip(out, batch):
-        padded = np.pad(b.permute(1, 2, 0).numpy(), ((4, 4), (4, 4), (0, 0)), mode="reflect")
-        assert is_window(o.permute(1, 2, 0).numpy(), padded)
-        shifted += not torch.equal(o, b)
-    assert shifted >= len(batch) - 3
-
-
-def test_batched_random_resized_crop_matches_cv2_resize_of_its_boxes(batch):
-    # Replay the generator to get the boxes it drew, then resize those crops with cv2 (what the
-    # per-image path does); bilinear with the same pixel-centre rule agrees up to rounding.
-    tp = tp_with(crop="random_resized_crop", rrc_scale=[0.2, 0.6], hflip=0.5)
-    aug = BatchedAugment(tp, SIZE, seed=5)
-    out = aug(batch, 3)
-    gen = aug.generator(3, batch.device)
-    flip = torch.rand(len(batch), generator=gen) < tp.hflip
-    x0, y0, cw, ch = _sample_rrc_boxes(len(batch), SIZE, SIZE, (0.2, 0.6), RRC_RATIO, gen, batch.device)
-    assert 0 < flip.sum() < len(batch)
-    assert ((cw * ch) < 0.65 * SIZE * SIZE).all() and ((cw * ch) > 0.15 * SIZE * SIZE).all()
-    for i, image in enumerate(batch):
-        x, y, w, h = (int(v[i]) for v in (x0, y0, cw, ch))
-        crop = np.ascontiguousarray(image.permute(1, 2, 0).numpy()[y:y + h, x:x + w])
-        ref = cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-        if flip[i]:
-            ref = ref[:, ::-1]
-        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(int) - ref.astype(int))
-        assert diff.max() <= 2, (i, diff.max())
-
-
-def test_batched_refuses_per_image_only_options():
-    with pytest.raises(ValueError, match="train.policy"):
-        BatchedAugment(tp_with(policy="randaugment"), SIZE, seed=0)
+@pytest.mark.parametrize("length, world", [(24, 1), (23, 2), (10, 3), (2, 4)])
+def test_epoch_order_is_the_samplers_order(length, world):
+    """The device backend's per-epoch order (one tensor) is the DataLoader sampler's, padding included."""
+    for rank in range(world):
+        for epoch in (0, 3):
+            sampler = EpochSampler(length, num_replicas=world, rank=rank, seed=5)
+            sampler.set_epoch(epoch)
+            expected = [index for index, _ in sampler]
+            assert epoch_order(length, seed=5, epoch=epoch, num_replicas=world, rank=rank).tolist() == expected

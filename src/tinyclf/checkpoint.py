@@ -45,7 +45,7 @@ CHECKPOINT_NAME = "last.pt"
 # train key and the whole data section are in the fingerprint.
 NOT_IN_FINGERPRINT = frozenset({
     "workers", "prefetch_factor", "compile", "channels_last", "nproc_per_node",
-    "checkpoint_every_steps", "deterministic",
+    "checkpoint_every_steps", "deterministic", "sync_every",
 })
 
 

@@ -81,11 +81,11 @@ def init(timeout_s: float = 600.0, use_cuda: bool | None = None) -> DistInfo:
 
 def all_reduce_sum(values: list[float] | torch.Tensor, info: DistInfo) -> list[float]:
     """Sum plain numbers over all ranks (float64, exact for counts); the identity on one process."""
-    tensor = torch.as_tensor(values, dtype=torch.float64)
-    if info.distributed:
-        # NCCL only reduces device tensors; gloo reduces CPU ones.
-        tensor = tensor.to(info.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    if not info.distributed:
+        return [float(v) for v in values]
+    # NCCL only reduces device tensors; gloo reduces CPU ones.
+    tensor = torch.as_tensor(values, dtype=torch.float64).to(info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().tolist()
 
 

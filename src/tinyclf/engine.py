@@ -69,10 +69,33 @@ class StepRecipe:
     autocast_dtype: torch.dtype | None = None  # None: full fp32
     accum_steps: int = 1
     clip_grad: float = 0.0
-    # Turns a loaded uint8 batch into (model input, loss target, hard label for accuracy); runs on
-    # the device and receives the run-wide micro-batch index (seeds batched augmentation).
-    prepare: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    # Turns a loaded batch into (model input, loss target, hard label for accuracy) on the device.
+    prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
     params: list = field(default_factory=list)  # parameters to clip
+
+
+@dataclass
+class StepControl:
+    """When the loop looks up from the device, and what it does then.
+
+    Between sync points nothing is read back to the host: the loss and accuracy sums and the first
+    step whose loss was not finite stay on the device. Every `sync_every` optimizer steps, at each
+    step checkpoint and at the epoch's end they are read (one small read), the ranks agree on a
+    non-finite loss and on a stop request (one small all_reduce), and then a due step checkpoint is
+    saved. So a checkpoint only ever holds weights from before the first non-finite loss.
+    """
+
+    sync_every: int = 1
+    checkpoint_every: int = 0  # optimizer steps between step checkpoints; 0: none
+    save_checkpoint: Callable[[Progress], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False  # e.g. SIGTERM arrived (a host flag)
+    on_batch: Callable[[], None] | None = None  # after each micro-batch (the progress bar)
+
+    def sync_due(self, update: int) -> bool:
+        return update % self.sync_every == 0 or self.checkpoint_due(update)
+
+    def checkpoint_due(self, update: int) -> bool:
+        return bool(self.checkpoint_every) and update % self.checkpoint_every == 0
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -86,39 +109,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _PendingSums:
-    """Loss and correct-prediction sums of the micro-batches since the last optimizer step.
-
-    Kept on the device (no host sync per micro-batch) and moved into `Progress` at the step.
-    """
+class _DeviceSums:
+    """The epoch's loss and correct-prediction sums since the last host read, and the first optimizer
+    step whose loss was not finite (-1: none), in one float64 tensor on the device."""
 
     def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.correct = torch.zeros((), device=device, dtype=torch.float64)
-        self.images = 0
-        self.micro = 0  # micro-batches since the last optimizer step
+        self.values = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=device)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, hard_labels: torch.Tensor) -> None:
         n = hard_labels.shape[0]
-        self.loss += loss.detach().double() * n
-        self.correct += (logits.detach().argmax(dim=1) == hard_labels).sum()
-        self.images += n
-        self.micro += 1
+        self.values[0] += loss.detach().double() * n
+        self.values[1] += (logits.detach().argmax(dim=1) == hard_labels).sum()
 
-    def loss_is_finite(self) -> bool:
-        return bool(torch.isfinite(self.loss).item())
+    def end_step(self, update: int) -> None:
+        # A NaN or inf loss makes the running sum non-finite for good: the first step it is so is the bad one.
+        first_bad = self.values[2]
+        self.values[2] = torch.where(torch.isfinite(self.values[0]) | (first_bad >= 0), first_bad, float(update))
 
-    def move_into(self, progress: Progress) -> int:
-        """Add the sums to `progress` and start over; returns the images they covered."""
-        images = self.images
-        progress.micro_in_epoch += self.micro
-        progress.loss_sum += self.loss.item()
-        progress.correct += self.correct.item()
-        progress.count += images
-        self.loss.zero_()
-        self.correct.zero_()
-        self.images = self.micro = 0
-        return images
+    def read_into(self, progress: Progress) -> int | None:
+        """The one host read: add the sums to `progress` and start over; returns the first bad step or None."""
+        loss_sum, correct, first_bad = self.values.tolist()
+        progress.loss_sum += loss_sum
+        progress.correct += correct
+        self.values[0] = 0.0
+        self.values[1] = 0.0
+        return int(first_bad) if first_bad >= 0 else None
 
 
 class _EpochClock:
@@ -170,20 +185,6 @@ def _forward_backward(model: nn.Module, x: torch.Tensor, target: torch.Tensor, r
     return logits, loss
 
 
-def _agree_before_step(pending: _PendingSums, stop_requested: bool, progress: Progress, info: DistInfo) -> bool:
-    """All ranks agree (one tiny all_reduce) on a non-finite loss and on stopping; returns "stop".
-
-    Raises NonFiniteLossError before the weights change, so the last good step stays intact.
-    """
-    not_finite, stop = distributed.any_rank([not pending.loss_is_finite(), stop_requested], info)
-    if not_finite:
-        raise NonFiniteLossError(
-            f"non-finite training loss at optimizer step {progress.update + 1} "
-            f"(epoch micro-batch {progress.micro_in_epoch + pending.micro}); the weights of step "
-            f"{progress.update} are the last good ones. Lower train.lr or set train.clip_grad")
-    return stop
-
-
 def _optimizer_step(recipe: StepRecipe, raw_model: nn.Module, progress: Progress) -> None:
     """Clip, step (through the fp16 scaler when there is one), then the per-step scheduler and EMA."""
     opt = recipe.optimizer
@@ -192,7 +193,7 @@ def _optimizer_step(recipe: StepRecipe, raw_model: nn.Module, progress: Progress
     if recipe.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(recipe.params, recipe.clip_grad)
     if recipe.scaler is not None:
-        recipe.scaler.step(opt)
+        recipe.scaler.step(opt)  # reads found-inf back to the host: fp16 has one sync per step
         recipe.scaler.update()
     else:
         opt.step()
@@ -204,52 +205,72 @@ def _optimizer_step(recipe: StepRecipe, raw_model: nn.Module, progress: Progress
         recipe.ema.update(raw_model, step=progress.update)
 
 
+def _sync_point(sums: _DeviceSums, progress: Progress, control: StepControl, info: DistInfo) -> bool:
+    """Read the sums, agree with the other ranks on a non-finite loss and a stop; returns "stop".
+
+    Raises NonFiniteLossError: the weights in memory may already be past the bad step, but no
+    checkpoint is, since checkpoints are saved only after this check.
+    """
+    first_bad = sums.read_into(progress)
+    bad, stop = distributed.any_rank([first_bad is not None, control.should_stop()], info)
+    if bad:
+        where = (f"at optimizer step {first_bad}" if first_bad is not None
+                 else f"on another process by optimizer step {progress.update}")
+        raise NonFiniteLossError(
+            f"non-finite training loss {where} (checked every train.sync_every={control.sync_every} steps); "
+            f"no weights from that step on were saved. Lower train.lr or set train.clip_grad")
+    return stop
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, recipe: StepRecipe, progress: Progress, *,
                     micro_batches: int, device: torch.device, info: DistInfo, raw_model: nn.Module | None = None,
-                    should_stop: Callable[[], bool] = lambda: False,
-                    after_update: Callable[[Progress], None] | None = None,
-                    on_batch: Callable[[], None] | None = None) -> dict:
+                    control: StepControl | None = None) -> dict:
     """Train until `progress.micro_in_epoch == micro_batches` (or a stop is agreed); return metrics.
 
     `model` is what runs forward (DDP- and/or compile-wrapped); `raw_model` the plain module the EMA
-    follows (defaults to `model`). `loader` yields (uint8 images, labels) starting at the first
-    micro-batch not yet consumed. After every optimizer step the ranks agree (one tiny all_reduce)
-    on two things: whether the loss was finite (NonFiniteLossError before the weights change) and
-    whether any rank asked to stop (`should_stop`, e.g. SIGTERM); then `after_update(progress)` runs
-    (step checkpoints). Returns {"loss", "acc", "images", "seconds", "images_per_s", "stopped"}
-    over the whole epoch, reduced over ranks (loss/acc are None when stopped early).
+    follows (defaults to `model`). `loader` yields (images, labels) starting at the first micro-batch
+    not yet consumed. `control` says when to read from the device, agree across ranks and save step
+    checkpoints (`StepControl`). Returns {"loss", "acc", "images", "seconds", "images_per_s",
+    "stopped"} over the whole epoch, reduced over ranks (loss/acc are None when stopped early).
     """
     raw_model = raw_model if raw_model is not None else model
+    control = control or StepControl()
     no_sync = _no_sync_context(model)
     model.train()
     recipe.optimizer.zero_grad(set_to_none=True)
-    pending = _PendingSums(device)
-    images_done, stopped = 0, False
-    clock = _EpochClock(device, progress)
+    sums, clock = _DeviceSums(device), _EpochClock(device, progress)
+    in_step, step_images, images_done, stopped = 0, 0, 0, False
     # Creating a DataLoader iterator draws a seed from the global torch RNG; fork it so the global
     # stream (dropout, random erasing) does not depend on where an epoch was (re)started.
     with torch.random.fork_rng(devices=[]):
         batches = iter(loader)
-    while progress.micro_in_epoch + pending.micro < micro_batches:
-        images, labels = _next_batch(batches, progress.micro_in_epoch + pending.micro, micro_batches, device)
-        micro_index = progress.update * recipe.accum_steps + pending.micro
-        x, target, hard = recipe.prepare(images, labels, micro_index) if recipe.prepare else (images, labels, labels)
-        last_micro = pending.micro == recipe.accum_steps - 1
+    while progress.micro_in_epoch + in_step < micro_batches:
+        images, labels = _next_batch(batches, progress.micro_in_epoch + in_step, micro_batches, device)
+        x, target, hard = recipe.prepare(images, labels) if recipe.prepare else (images, labels, labels)
+        in_step += 1
+        last_micro = in_step == recipe.accum_steps
         # Gradients are all-reduced only on the last micro-batch of an accumulated step.
-        context = contextlib.nullcontext() if last_micro else no_sync()
-        logits, loss = _forward_backward(model, x, target, recipe, device, context)
-        pending.add(loss, logits, hard)
-        if on_batch is not None:
-            on_batch()
+        logits, loss = _forward_backward(model, x, target, recipe, device,
+                                         contextlib.nullcontext() if last_micro else no_sync())
+        sums.add(loss, logits, hard)
+        step_images += hard.shape[0]
+        if control.on_batch is not None:
+            control.on_batch()
         if not last_micro:
             continue
-        stopped = _agree_before_step(pending, should_stop(), progress, info)
         _optimizer_step(recipe, raw_model, progress)
-        images_done += pending.move_into(progress)
-        if after_update is not None or stopped:
-            clock.lap()
-        if after_update is not None:
-            after_update(progress)
+        sums.end_step(progress.update)
+        progress.micro_in_epoch += in_step
+        progress.count += step_images
+        images_done += step_images
+        in_step = step_images = 0
+        epoch_end = progress.micro_in_epoch >= micro_batches
+        if not (epoch_end or control.sync_due(progress.update)):
+            continue
+        stopped = _sync_point(sums, progress, control, info)
+        clock.lap()
+        if control.checkpoint_due(progress.update) and not epoch_end and control.save_checkpoint is not None:
+            control.save_checkpoint(progress)
             clock.restart()  # a checkpoint write is not training time
         if stopped:
             break

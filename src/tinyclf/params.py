@@ -45,6 +45,10 @@ SYNONYMS = {
 }
 
 
+# Values that an earlier version accepted under another name.
+RENAMED_CHOICES = {"batched": "device"}  # train.aug_backend
+
+
 class ParamsError(TinyclfError, ValueError):
     """A parameter file that cannot be used; the message names the key."""
 
@@ -141,10 +145,10 @@ class TrainParams:
     color_jitter: float = _f(0.0, ge=0, le=1)
     policy: str = _f("none", choices=("none", "trivial_augment", "randaugment"))
     random_erasing: float = _f(0.0, ge=0, le=1)
-    aug_backend: str = _f("workers", choices=("workers", "batched"))
+    aug_backend: str = _f("auto", choices=("auto", "workers", "device"))
     precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: bool = _f(True)
-    compile: bool = _f(False)
+    compile: bool | str = _f("auto")  # true, false or auto
     workers: int = _f(2, ge=0, le=256)
     prefetch_factor: int = _f(4, ge=1, le=64)
     nproc_per_node: int = _f(1, ge=1, le=1024)
@@ -152,6 +156,7 @@ class TrainParams:
     seed: int = _f(42, ge=0)
     deterministic: bool = _f(False)
     checkpoint_every_steps: int = _f(0, ge=0)
+    sync_every: int = _f(50, ge=1, le=100000)
 
     @property
     def mixup_active(self) -> bool:
@@ -197,23 +202,28 @@ def _check_cross_field(params: Params, where: str) -> None:
     lo, hi = t.rrc_scale
     if not (0 < lo <= hi <= 1):
         raise ParamsError(f"{where}: train.rrc_scale must be [min, max] with 0 < min <= max <= 1, got {t.rrc_scale}")
-    if t.aug_backend == "batched" and (t.policy != "none" or t.color_jitter > 0):
+    if t.aug_backend == "device" and t.policy != "none":
         raise ParamsError(
-            f"{where}: train.aug_backend=batched does crop and flip only; "
-            "set train.policy=none and train.color_jitter=0, or use train.aug_backend=workers"
+            f"{where}: train.policy={t.policy} is albumentations, per image: it needs train.aug_backend "
+            "workers (or auto, which picks workers for it); the device backend does crop, flip, color jitter "
+            "and erasing"
         )
     if t.min_lr > t.lr:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
 
 
 def _type_name(expected_type) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             bool | str: "true, false or auto"}
     return names.get(expected_type, str(expected_type))
 
 
 def _coerce(value: Any, expected_type, key: str, where: str) -> Any:
     # bool is a subclass of int in Python: reject `epochs: true` and `ema: 1` explicitly.
-    if expected_type is bool:
+    if expected_type == (bool | str):  # true, false or auto
+        if isinstance(value, bool) or value == "auto":
+            return value
+    elif expected_type is bool:
         if isinstance(value, bool):
             return value
     elif expected_type is int:
@@ -239,7 +249,8 @@ def _coerce(value: Any, expected_type, key: str, where: str) -> Any:
 
 def _check_constraints(value: Any, meta: dict, key: str, where: str) -> None:
     if meta.get("choices") is not None and value not in meta["choices"]:
-        hint = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = [RENAMED_CHOICES[value]] if value in RENAMED_CHOICES else difflib.get_close_matches(
+            str(value), meta["choices"], n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ParamsError(f"{where}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}{extra}")
     for op, ok, text in (

@@ -12,7 +12,6 @@ quickstart` brings all its outputs (model included) into the workspace. Running 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil

@@ -8,7 +8,10 @@ scheduler, loss and mixup, and the per-batch input path on the device.
 - timm `Mixup`/CutMix with `SoftTargetCrossEntropy` (label smoothing inside the soft targets),
   otherwise cross-entropy with label smoothing. train/acc is measured against the dominant label
   of each (mixed) target, i.e. the image's own label unless mixing made another one heavier.
-- Random erasing (timm, pixel mode) on the normalized batch, before mixing.
+- Random erasing (pixel mode) on the normalized batch, before mixing: timm's for the workers
+  backend, `device_augment.random_erasing` (per sample) for the device backend.
+- `aug_backend: auto` is the device backend on CUDA and the workers backend elsewhere;
+  `compile: auto` compiles on CUDA only.
 """
 
 from __future__ import annotations
@@ -129,20 +132,32 @@ def build_loss_and_mixup(train_params, num_classes: int):
     return nn.CrossEntropyLoss(), None
 
 
+def resolve_aug_backend(train_params, device: torch.device) -> str:
+    """train.aug_backend: auto -> device on CUDA (unless an albumentations policy needs workers), else workers."""
+    if train_params.aug_backend != "auto":
+        return train_params.aug_backend
+    return "device" if device.type == "cuda" and train_params.policy == "none" else "workers"
+
+
+def resolve_compile(train_params, device: torch.device) -> bool:
+    """train.compile: auto -> on for CUDA (where it pays for its compile time), off elsewhere."""
+    if train_params.compile == "auto":
+        return device.type == "cuda"
+    return bool(train_params.compile)
+
+
 class BatchPreparer:
-    """The per-batch input path on the device: a loaded uint8 batch -> (model input, loss target,
-    hard label for accuracy). Batched crop/flip (when `aug_backend: batched`), normalization,
-    random erasing, then mixup/cutmix; each part is optional."""
+    """The per-batch input path on the device: a loaded batch -> (model input, loss target, hard label
+    for accuracy). For the workers backend: normalization of the augmented uint8 batch, then random
+    erasing (timm); the device backend has done both already. Then mixup/cutmix for either."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], *, channels_last: bool,
-                 batch_augment=None, erasing=None, mixup=None):
-        self.mean, self.std, self.channels_last = mean, std, channels_last
-        self.batch_augment, self.erasing, self.mixup = batch_augment, erasing, mixup
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, channels_last: bool, normalize: bool = True,
+                 erasing=None, mixup=None):
+        self.mean, self.std, self.channels_last, self.normalize = mean, std, channels_last, normalize
+        self.erasing, self.mixup = erasing, mixup
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int):
-        if self.batch_augment is not None:
-            images = self.batch_augment(images, micro_index)  # seeded by the run-wide micro-batch index
-        x = to_model_input(images, self.mean, self.std, channels_last=self.channels_last)
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        x = to_model_input(images, self.mean, self.std, channels_last=self.channels_last) if self.normalize else images
         if self.erasing is not None:
             x = self.erasing(x)
         if self.mixup is not None:
@@ -151,16 +166,11 @@ class BatchPreparer:
         return x, labels, labels
 
 
-def build_batch_preparer(train_params, image_size: int, mean, std, mixup, device: torch.device,
-                         rank: int) -> BatchPreparer:
+def build_batch_preparer(train_params, backend: str, mean, std, mixup, device: torch.device) -> BatchPreparer:
+    if backend == "device":  # DeviceAugment normalized and erased each sample already
+        return BatchPreparer(mean, std, channels_last=train_params.channels_last, normalize=False, mixup=mixup)
     from timm.data.random_erasing import RandomErasing
-
-    from tinyclf.transforms import BatchedAugment
 
     erasing = (RandomErasing(probability=train_params.random_erasing, mode="pixel", device=device.type)
                if train_params.random_erasing > 0 else None)
-    # Each rank its own seed, so ranks do not share crops.
-    batch_augment = (BatchedAugment(train_params, image_size, seed=train_params.seed * 1000 + rank)
-                     if train_params.aug_backend == "batched" else None)
-    return BatchPreparer(mean, std, channels_last=train_params.channels_last, batch_augment=batch_augment,
-                         erasing=erasing, mixup=mixup)
+    return BatchPreparer(mean, std, channels_last=train_params.channels_last, erasing=erasing, mixup=mixup)

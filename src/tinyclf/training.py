@@ -33,26 +33,27 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tinyclf import arrays, atomic, checkpoint, distributed
 from tinyclf.checkpoint import RunCheckpoint, Trainables
 from tinyclf.distributed import DistInfo
-from tinyclf.engine import Progress, StepRecipe, evaluate, train_one_epoch
-from tinyclf.errors import TinyclfError
+from tinyclf.device_augment import DeviceAugment
+from tinyclf.device_data import DeviceSplit, DeviceTrainBatches, DeviceValBatches
+from tinyclf.engine import NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch
 from tinyclf.environment import device_name, environment_info
+from tinyclf.errors import TinyclfError
 from tinyclf.model_file import save_model_file
 from tinyclf.models import create_model
 from tinyclf.recipe import (AUTOCAST_DTYPES, StepPlan, TrainingError, build_batch_preparer, build_loss_and_mixup,
-                            build_optimizer, build_scheduler, configure_determinism, plan_steps, resolve_precision,
-                            scaled_lr, seed_everything)
+                            build_optimizer, build_scheduler, configure_determinism, plan_steps, resolve_aug_backend,
+                            resolve_compile, resolve_precision, scaled_lr, seed_everything)
 from tinyclf.run_log import RunLog, say
-from tinyclf.transforms import (EpochSampler, PreparedDataset, ShardSampler, SkipSampler, build_augment,
-                                make_loader)
+from tinyclf.transforms import (EpochSampler, LoaderEpochs, PreparedDataset, ShardSampler, SkipSampler,
+                                build_augment, make_loader)
 
 COLLECTIVE_TIMEOUT_S = 600.0
 
@@ -76,16 +77,21 @@ class RunPaths:
 
 @dataclass
 class TrainData:
-    """The prepared data of a run and how this rank loads it."""
+    """The prepared data of a run and how this rank loads it.
+
+    `train_batches.epoch(epoch, skip_micro)` gives an epoch's (input, labels) micro-batches from
+    `skip_micro` on; `val_batches` yields this rank's val shard as (uint8 images, labels). Both
+    backends have them: DataLoaders for `workers`, tensors on the device for `device`.
+    """
 
     classes: dict
     stats: dict
-    train_set: PreparedDataset
-    val_set: PreparedDataset
+    backend: str  # the resolved train.aug_backend: workers or device
+    num_train: int
+    num_val: int
     plan: StepPlan
-    sampler: SkipSampler
-    train_loader: DataLoader
-    val_loader: DataLoader
+    train_batches: object
+    val_batches: Iterable
 
     @property
     def num_classes(self) -> int:
@@ -145,8 +151,7 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, num_epochs):
             train_stats = train_epoch(train_model, parts.model, data, recipe, progress, ckpt, stop, info=info,
-                                      every_steps=train_params.checkpoint_every_steps, progress_bar=progress_bar,
-                                      num_epochs=num_epochs)
+                                      train_params=train_params, progress_bar=progress_bar, num_epochs=num_epochs)
             evals = validate(parts, data, train_params, info, recipe.autocast_dtype)
             step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[main_key])
             if log is not None:
@@ -170,12 +175,18 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
 
 # --------------------------------------------------------------------------------------- setup
 def load_train_data(prepared_dir: Path, train_params, info: DistInfo) -> TrainData:
-    """The prepared splits, the step plan and this rank's loaders (PreparedDataError if data is missing)."""
+    """The prepared splits, the step plan and this rank's batches (PreparedDataError if data is missing)."""
     classes = arrays.load_classes(prepared_dir)
     stats = arrays.load_stats(prepared_dir)
-    # The batched backend augments on the device (recipe.BatchPreparer); the workers one per image here.
-    augment = (None if train_params.aug_backend == "batched"
-               else build_augment(train_params, int(stats["image_size"][0])))
+    backend = resolve_aug_backend(train_params, info.device)
+    load = _device_batches if backend == "device" else _loader_batches
+    num_train, num_val, plan, train_batches, val_batches = load(prepared_dir, train_params, stats, info)
+    return TrainData(classes, stats, backend, num_train, num_val, plan, train_batches, val_batches)
+
+
+def _loader_batches(prepared_dir: Path, train_params, stats: dict, info: DistInfo):
+    """The workers backend: albumentations per image in DataLoader processes over the memory-mapped arrays."""
+    augment = build_augment(train_params, int(stats["image_size"][0]))
     train_set = PreparedDataset(prepared_dir, "train", augment=augment, seed=train_params.seed)
     val_set = PreparedDataset(prepared_dir, "val")
     plan = plan_steps(len(train_set), train_params, info.world_size)
@@ -189,7 +200,21 @@ def load_train_data(prepared_dir: Path, train_params, info: DistInfo) -> TrainDa
     for loader in (train_loader, val_loader):
         if loader.num_workers > 0:
             loader.worker_init_fn = _ignore_sigint_worker(loader.worker_init_fn)
-    return TrainData(classes, stats, train_set, val_set, plan, sampler, train_loader, val_loader)
+    return len(train_set), len(val_set), plan, LoaderEpochs(train_loader, sampler, plan.per_rank), val_loader
+
+
+def _device_batches(prepared_dir: Path, train_params, stats: dict, info: DistInfo):
+    """The device backend: both splits held on the device, batches gathered and augmented there."""
+    train_split = DeviceSplit(prepared_dir, "train", info.device)
+    val_split = DeviceSplit(prepared_dir, "val", info.device)
+    plan = plan_steps(len(train_split), train_params, info.world_size)
+    augment = DeviceAugment(train_params, int(stats["image_size"][0]), stats["mean"], stats["std"],
+                            seed=train_params.seed, channels_last=train_params.channels_last)
+    train_batches = DeviceTrainBatches(train_split, augment, per_rank=plan.per_rank,
+                                       micro_per_epoch=plan.micro_per_epoch, seed=train_params.seed,
+                                       world=info.world_size, rank=info.rank)
+    val_batches = DeviceValBatches(val_split, plan.per_rank, world=info.world_size, rank=info.rank)
+    return len(train_split), len(val_split), plan, train_batches, val_batches
 
 
 def _ignore_sigint_worker(previous):
@@ -250,14 +275,14 @@ def wrap_for_training(model: nn.Module, train_params, info: DistInfo) -> nn.Modu
     if info.distributed:
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    if train_params.compile:
+    if resolve_compile(train_params, info.device):
         train_model = torch.compile(train_model)
     return train_model
 
 
 def build_step_recipe(train_params, parts: Trainables, data: TrainData, info: DistInfo, precision: str) -> StepRecipe:
     loss_fn, mixup = build_loss_and_mixup(train_params, data.num_classes)
-    prepare = build_batch_preparer(train_params, data.image_size, data.mean, data.std, mixup, info.device, info.rank)
+    prepare = build_batch_preparer(train_params, data.backend, data.mean, data.std, mixup, info.device)
     return StepRecipe(optimizer=parts.optimizer, loss_fn=loss_fn, scheduler=parts.scheduler, ema=parts.ema,
                       scaler=parts.scaler, autocast_dtype=AUTOCAST_DTYPES[precision],
                       accum_steps=train_params.accum_steps, clip_grad=train_params.clip_grad, prepare=prepare,
@@ -267,12 +292,12 @@ def build_step_recipe(train_params, parts: Trainables, data: TrainData, info: Di
 def describe_run(train_params, data: TrainData, info: DistInfo, precision: str, num_epochs: int) -> str:
     stats = data.stats
     generated = "GENERATED " if stats.get("generated") else ""
-    return (f"train: {train_params.model} on {stats.get('dataset')} ({generated}{len(data.train_set)} train / "
-            f"{len(data.val_set)} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
-            f"process(es) on {device_name(info.device)}, {precision}; {num_epochs} epochs x "
-            f"{data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
-            f"{train_params.accum_steps}, "
-            f"lr {scaled_lr(train_params):.4g}")
+    compiled = ", compiled" if resolve_compile(train_params, info.device) else ""
+    return (f"train: {train_params.model} on {stats.get('dataset')} ({generated}{data.num_train} train / "
+            f"{data.num_val} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
+            f"process(es) on {device_name(info.device)}, {precision}{compiled}, {data.backend} data; "
+            f"{num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
+            f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}")
 
 
 def _simulate_failure_if_asked(info: DistInfo) -> None:
@@ -318,44 +343,32 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(s, h)
 
 
-class StepCheckpoints:
-    """`after_update` hook: a checkpoint every `every` optimizer steps, except at an epoch's end
-    (the epoch checkpoint follows there)."""
-
-    def __init__(self, ckpt: RunCheckpoint, every: int, micro_per_epoch: int):
-        self.ckpt, self.every, self.micro_per_epoch = ckpt, every, micro_per_epoch
-
-    def __call__(self, progress: Progress) -> None:
-        if progress.update % self.every == 0 and progress.micro_in_epoch < self.micro_per_epoch:
-            self.ckpt.save(progress)
-
-
 def train_epoch(train_model: nn.Module, raw_model: nn.Module, data: TrainData, recipe: StepRecipe,
-                progress: Progress, ckpt: RunCheckpoint, stop: StopRequest, *, info: DistInfo, every_steps: int,
+                progress: Progress, ckpt: RunCheckpoint, stop: StopRequest, *, info: DistInfo, train_params,
                 progress_bar: bool, num_epochs: int) -> dict:
     """Epoch `progress.epoch` from where it stands: progress bar, step checkpoints, and on a signal a
     checkpoint then `Interrupted`. `train_model` runs forward (DDP/compiled), `raw_model` is what the
     EMA follows. Returns train_one_epoch's metrics."""
     epoch, plan = progress.epoch, data.plan
-    data.sampler.set_epoch(epoch)
-    data.sampler.skip = progress.micro_in_epoch * plan.per_rank
+    batches = data.train_batches.epoch(epoch, skip_micro=progress.micro_in_epoch)
     bar = None
     if progress_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=plan.micro_per_epoch, initial=progress.micro_in_epoch, desc=f"epoch {epoch + 1}/{num_epochs}",
                    unit="batch", dynamic_ncols=True, leave=False)
+    control = StepControl(sync_every=train_params.sync_every, checkpoint_every=train_params.checkpoint_every_steps,
+                          save_checkpoint=ckpt.save, should_stop=lambda: stop.requested,
+                          on_batch=bar.update if bar is not None else None)
     try:
-        stats = train_one_epoch(
-            train_model, data.train_loader, recipe, progress, micro_batches=plan.micro_per_epoch,
-            device=info.device, info=info, raw_model=raw_model,
-            should_stop=lambda: stop.requested,
-            after_update=StepCheckpoints(ckpt, every_steps, plan.micro_per_epoch) if every_steps else None,
-            on_batch=bar.update if bar is not None else None)
+        stats = train_one_epoch(train_model, batches, recipe, progress, micro_batches=plan.micro_per_epoch,
+                                device=info.device, info=info, raw_model=raw_model, control=control)
     except Exception:
         if not stop.requested:
             raise
-        # A signal also reached the loader workers; the last optimizer step is still consistent.
+        # A signal also reached the loader workers. The last optimizer step is complete, but it was
+        # not checked (checks run every sync_every steps): the weights are, before they are saved.
+        _refuse_non_finite_weights(raw_model, progress)
         stats = {"stopped": True}
     finally:
         if bar is not None:
@@ -368,14 +381,20 @@ def train_epoch(train_model: nn.Module, raw_model: nn.Module, data: TrainData, r
     return stats
 
 
+def _refuse_non_finite_weights(model: nn.Module, progress: Progress) -> None:
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise NonFiniteLossError(f"the weights became non-finite by optimizer step {progress.update}; no checkpoint "
+                                 "was written after the last good one. Lower train.lr or set train.clip_grad")
+
+
 def validate(parts: Trainables, data: TrainData, train_params, info: DistInfo, autocast_dtype) -> dict[str, dict]:
     """Val loss/top-1/top-5 of the EMA weights (when there are some) and of the raw weights, exact over ranks."""
     options = dict(device=info.device, mean=data.mean, std=data.std, info=info,
                    channels_last=train_params.channels_last, autocast_dtype=autocast_dtype)
     evals = {}
     if parts.ema is not None:
-        evals["ema"] = evaluate(parts.ema.module, data.val_loader, **options)
-    evals["raw"] = evaluate(parts.model, data.val_loader, **options)
+        evals["ema"] = evaluate(parts.ema.module, data.val_batches, **options)
+    evals["raw"] = evaluate(parts.model, data.val_batches, **options)
     return evals
 
 
@@ -430,9 +449,9 @@ def run_record(train_params, data: TrainData, info: DistInfo, precision: str, pr
         "world_size": info.world_size,
         "nodes": max(1, info.world_size // info.local_world_size),
         "precision": precision,
-        "compile": train_params.compile,
+        "compile": resolve_compile(train_params, device),
         "channels_last": train_params.channels_last,
-        "aug_backend": train_params.aug_backend,
+        "aug_backend": data.backend,
         "epochs": num_epochs,
         "train_seconds": round(seconds, 3),
         "train_images": progress.run_images,

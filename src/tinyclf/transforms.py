@@ -6,10 +6,11 @@ Two augmentation backends, both configured from the `train` section of params.ya
   uint8 images read from the memory-mapped `images.npy`. Each sample's randomness comes only from
   `(seed, epoch, index)`, so an image gets the same crop whatever the worker count, the rank that
   loads it, or whether the run was resumed.
-- batched (`BatchedAugment`): crop + flip of a whole uint8 NCHW batch as tensor ops on the batch's
-  device (the GPU when there is one); its randomness comes from `(seed, step)`.
+- device (`tinyclf.device_augment`, `tinyclf.device_data`): the data held on the training device and
+  whole batches augmented there, each sample's randomness from the same `(seed, epoch, index)`.
 
-`to_model_input` turns either into the float tensor the model eats.
+`to_model_input` turns the per-image backend's uint8 batches into the float tensor the model eats
+(the device backend normalizes as it augments).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler  # noqa: E402
 
 from tinyclf import arrays  # noqa: E402
@@ -257,6 +257,20 @@ class EpochSampler(Sampler):
         return len(self._order)
 
 
+def epoch_order(dataset_len: int, *, seed: int, epoch: int, num_replicas: int = 1, rank: int = 0) -> torch.Tensor:
+    """EpochSampler's indices for one epoch and rank as one int64 tensor (no Python list): the device
+    backend moves it to the device once per epoch. DistributedSampler's rule: a permutation seeded
+    with seed + epoch, padded from its start to a multiple of the replicas, rank r taking every
+    num_replicas-th index from position r."""
+    generator = torch.Generator()
+    generator.manual_seed(seed + epoch)
+    order = torch.randperm(dataset_len, generator=generator)
+    total = -(-dataset_len // num_replicas) * num_replicas
+    if total > dataset_len:
+        order = torch.cat([order, order.repeat(-(-(total - dataset_len) // dataset_len))[:total - dataset_len]])
+    return order[rank:total:num_replicas]
+
+
 class SkipSampler(Sampler):
     """Wraps an EpochSampler and drops the first `skip` items once: a resumed epoch continues where
     the interrupted one stopped, without loading the consumed batches."""
@@ -276,6 +290,20 @@ class SkipSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+class LoaderEpochs:
+    """The workers backend's epochs: `epoch(e, skip_micro)` sets the loader's sampler to epoch `e`,
+    skipping the micro-batches a resumed epoch already consumed, and returns the loader (the device
+    backend's counterpart is `device_data.DeviceTrainBatches`)."""
+
+    def __init__(self, loader: DataLoader, sampler: SkipSampler, per_rank: int):
+        self.loader, self.sampler, self.per_rank = loader, sampler, per_rank
+
+    def epoch(self, epoch: int, skip_micro: int = 0) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = skip_micro * self.per_rank
+        return self.loader
 
 
 class ShardSampler(Sampler):
@@ -318,111 +346,3 @@ def to_model_input(batch: torch.Tensor, mean: Sequence[float] | torch.Tensor, st
     std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     # One pass each: x * (1 / (255 std)) - mean / std.
     return x.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
-
-
-# ----------------------------------------------------------------------------------------------
-# Batched augmentation (tensor ops on the whole batch)
-# ----------------------------------------------------------------------------------------------
-
-class BatchedAugment(torch.nn.Module):
-    """Crop + horizontal flip of a uint8 N×3×H×W batch as tensor ops on its device.
-
-    pad_crop: a reflect-padded random window as one gather (padding, crop and flip folded into
-    per-sample row/column indices, no padded copy). random_resized_crop: torchvision's box sampling
-    (10 tries, whole image as fallback) and one bilinear `grid_sample` over the batch that resizes
-    each box as cv2.resize would (flip folded into the sampling grid). Randomness comes from (seed, step) only; the streams differ between
-    CPU and CUDA. Under DDP give each rank its own seed so ranks do not share crops.
-    Color jitter and policies exist only in the per-image backend.
-    """
-
-    def __init__(self, train_params: TrainParams, image_size: int, seed: int):
-        super().__init__()
-        if train_params.policy != "none" or train_params.color_jitter > 0:
-            raise ValueError("train.aug_backend=batched does crop and flip only: set train.policy=none and "
-                             "train.color_jitter=0, or use train.aug_backend=workers")
-        self.crop = train_params.crop
-        self.pad = train_params.pad
-        self.scale = tuple(float(s) for s in train_params.rrc_scale)
-        self.hflip = train_params.hflip
-        self.image_size = image_size
-        self.seed = seed
-
-    def generator(self, step: int, device: torch.device) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed, step]).generate_state(2, dtype=np.uint32)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)  # 62 bits, inside manual_seed's range
-        return gen
-
-    @torch.no_grad()
-    def forward(self, batch: torch.Tensor, step: int) -> torch.Tensor:
-        if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[1] != 3:
-            raise ValueError(f"BatchedAugment expects a uint8 N×3×H×W batch, got {batch.dtype} {tuple(batch.shape)}")
-        gen = self.generator(step, batch.device)
-        flip = torch.rand(batch.shape[0], generator=gen, device=batch.device) < self.hflip
-        if self.crop == "pad_crop":
-            return self._pad_crop(batch, flip, gen)
-        return self._random_resized_crop(batch, flip, gen)
-
-    def _pad_crop(self, batch: torch.Tensor, flip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n, _, h, w = batch.shape
-        s, p, dev = self.image_size, self.pad, batch.device
-        # Offsets into the padded (h + 2p) × (w + 2p) image; larger output than that is padded more.
-        dy = torch.randint(0, max(h + 2 * p - s, 0) + 1, (n, 1), generator=gen, device=dev)
-        dx = torch.randint(0, max(w + 2 * p - s, 0) + 1, (n, 1), generator=gen, device=dev)
-        ar = torch.arange(s, device=dev)
-        pad_y, pad_x = max(p, (s - h + 1) // 2), max(p, (s - w + 1) // 2)
-        rows = _reflect101(dy + ar - pad_y, h)
-        cols = _reflect101(dx + ar - pad_x, w)
-        cols = torch.where(flip[:, None], cols.flip(1), cols)
-        # Row/column indices into a flattened image, gathered for all channels at once.
-        flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, s * s).expand(n, 3, s * s)
-        return batch.reshape(n, 3, h * w).gather(2, flat).view(n, 3, s, s)
-
-    def _random_resized_crop(self, batch: torch.Tensor, flip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n, _, h, w = batch.shape
-        x0, y0, cw, ch = _sample_rrc_boxes(n, h, w, self.scale, RRC_RATIO, gen, batch.device)
-        s = self.image_size
-        centres = torch.arange(s, device=batch.device, dtype=torch.float32).add_(0.5)
-        # Output pixel j samples the crop at x0 + (j + 0.5) * cw / S - 0.5 (cv2.resize's
-        # INTER_LINEAR rule), clamped to the crop as if it had been cut out first.
-        px = (x0[:, None] + centres * (cw / s)[:, None] - 0.5).clamp_(min=x0[:, None], max=(x0 + cw - 1)[:, None])
-        py = (y0[:, None] + centres * (ch / s)[:, None] - 0.5).clamp_(min=y0[:, None], max=(y0 + ch - 1)[:, None])
-        px = torch.where(flip[:, None], px.flip(1), px)
-        grid = torch.empty(n, s, s, 2, device=batch.device)
-        # grid_sample's normalized coordinates (align_corners=False): pixel p -> (2p + 1) / size - 1.
-        grid[..., 0] = ((2 * px + 1) / w - 1)[:, None, :]
-        grid[..., 1] = ((2 * py + 1) / h - 1)[:, :, None]
-        out = F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
-    """Map any index onto 0..n-1 by mirroring without repeating the edge (cv2 REFLECT_101)."""
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    i = i.abs().remainder(period)
-    return torch.where(i >= n, period - i, i)
-
-
-def _sample_rrc_boxes(n: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      gen: torch.Generator, device: torch.device, tries: int = 10):
-    """torchvision RandomResizedCrop.get_params for a whole batch: integer boxes (x0, y0, w, h) as floats."""
-    area = torch.empty(n, tries, device=device).uniform_(scale[0], scale[1], generator=gen) * (h * w)
-    log_r = torch.empty(n, tries, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
-    r = log_r.exp()
-    cw = (area * r).sqrt().round()
-    ch = (area / r).sqrt().round()
-    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-    first = ok.float().argmax(dim=1, keepdim=True)  # first try that fits (0 if none)
-    cw = cw.gather(1, first).squeeze(1)
-    ch = ch.gather(1, first).squeeze(1)
-    found = ok.any(dim=1)
-    # Fallback as torchvision for images whose aspect lies inside `ratio`: the whole image.
-    # (Prepared images are square, so the other fallback branches never apply.)
-    cw = torch.where(found, cw, torch.full_like(cw, w))
-    ch = torch.where(found, ch, torch.full_like(ch, h))
-    u = torch.rand(2, n, generator=gen, device=device)
-    x0 = (u[0] * (w - cw + 1)).floor().clamp_(max=w - cw)
-    y0 = (u[1] * (h - ch + 1)).floor().clamp_(max=h - ch)
-    return x0, y0, cw, ch
