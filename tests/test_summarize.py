@@ -124,12 +124,15 @@ def test_report_has_model_table_curves_highlights_timing(summary, pipeline):
                    "| Forward/backward pass size (MB) |", "](training_curves.png)",
                    "](../evaluate/plots/confusion_matrix.png)", "## Per-class highlights", "thing 0",
                    "| training seconds (timed epochs) | 4.5 |", "| training images/s | 16.0 |",
-                   "| processes (world size) | 1 |", "evaluation images/s", "| torch |"):
+                   "| processes (world size) | 1 |", "evaluation images/s", "| torch |",
+                   "| MFU (model FLOPs utilization) | n/a (not a GPU run) |",
+                   "| cost | n/a (not a GPU run); reference: about $1.20 for ~50 min on 3× NVIDIA A40 |"):
         assert needle in report, needle
     for plot in ("per_class_accuracy", "confused_pairs", "misclassified"):
         assert f"../evaluate/plots/{plot}.png" in report
     card = (summary / "model_card.md").read_text()
     assert "load_model_file" in card and "## Limitations" in card
+    assert "- Training cost: n/a (not a GPU run)" in card
 
 
 def test_dvclive_series_are_read_per_metric(pipeline):

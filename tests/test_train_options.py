@@ -307,6 +307,22 @@ def test_compile_learns_and_writes_plain_state_dict_keys(tmp_path, prepared):
     assert compiled.summary["val"]["top1"] == eager.summary["val"]["top1"]
 
 
+def test_the_training_step_of_tiny_resnet50_compiles_without_graph_breaks():
+    """What `train.compile` compiles (the model's forward, in train mode, channels_last, and the
+    loss of mixed soft targets) is one graph: a graph break would leave that part to Python on a GPU."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    from tinyclf.models import create_model
+
+    model = create_model("tiny_resnet50", 200).to(memory_format=torch.channels_last).train()
+    loss_fn = SoftTargetCrossEntropy()
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    target = torch.softmax(torch.randn(4, 200), dim=1)
+    explained = torch._dynamo.explain(lambda images, soft: loss_fn(model(images), soft))(x, target)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
 # ------------------------------------------------------------------------------ 5. device augmentation
 def test_device_backend_learns_like_the_workers_backend(tmp_path, prepared):
     """The same recipe (pad-crop, flip, color jitter, erasing) with the data on the device: it learns

@@ -176,6 +176,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class SummarizeParams:
     highlight_classes: int = _f(10, ge=1, le=200)
+    price_per_gpu_hour: float = _f(0.0, ge=0)
 
 
 @dataclass(frozen=True)

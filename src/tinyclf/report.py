@@ -226,8 +226,14 @@ RUN_LABELS = {
     "train_seconds": "training seconds (timed epochs)",
     "train_images": "training images processed",
     "images_per_s": "training images/s",
+    "gpu_hours": "GPU-hours (training time × GPUs)",
+    "train_gflops_per_image": "GFLOP to train on one image",
+    "peak_bf16_tflops_per_gpu": "bf16 peak per GPU (TFLOP/s, data sheet)",
 }
-RUN_SKIP = ("generated",)  # said loudly elsewhere
+# Shown as their own rows (cost, MFU), or said loudly elsewhere (generated).
+RUN_SKIP = ("generated", "mfu")
+# The reference result's cost, as it is quoted.
+REFERENCE_COST_TEXT = "about $1.20 for ~50 min on 3× NVIDIA A40"
 
 
 def _number_text(value: Any) -> str:
@@ -236,6 +242,27 @@ def _number_text(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def mfu_text(run: dict) -> str:
+    value = run.get("mfu")
+    if value is not None:
+        return f"{value:.1%} of the bf16 peak ({run.get('peak_bf16_tflops_per_gpu')} TFLOP/s per GPU)"
+    if run.get("device_type") != "cuda":
+        return "n/a (not a GPU run)"
+    return f"n/a (no bf16 peak known for {run.get('device')}; see tinyclf.cost.PEAK_BF16_TFLOPS)"
+
+
+def cost_text(run: dict | None, price_per_gpu_hour: float) -> str:
+    """What the run cost, next to the reference's; "n/a" on a CPU or without a price."""
+    hours = (run or {}).get("gpu_hours")
+    if hours is None:
+        return f"n/a (not a GPU run); reference: {REFERENCE_COST_TEXT}"
+    if not price_per_gpu_hour:
+        return (f"{hours:.2f} GPU-hours; price n/a (set summarize.price_per_gpu_hour); "
+                f"reference: {REFERENCE_COST_TEXT}")
+    return (f"${hours * price_per_gpu_hour:,.2f} ({hours:.2f} GPU-hours at ${price_per_gpu_hour:g} each); "
+            f"reference: {REFERENCE_COST_TEXT}")
 
 
 def _timing_facts(inputs: Inputs) -> list[tuple[str, str]]:
@@ -248,7 +275,10 @@ def _timing_facts(inputs: Inputs) -> list[tuple[str, str]]:
         # Known keys in a reading order (run.json itself is written with sorted keys), then the rest.
         for key in [k for k in RUN_LABELS if k in facts] + sorted(k for k in facts if k not in RUN_LABELS):
             if key not in RUN_SKIP:
-                rows.append((RUN_LABELS.get(key, key), _number_text(facts[key])))
+                value = facts[key]
+                rows.append((RUN_LABELS.get(key, key), "n/a" if value is None else _number_text(value)))
+        rows.append(("MFU (model FLOPs utilization)", mfu_text(inputs.run)))
+        rows.append(("cost", cost_text(inputs.run, inputs.params.summarize.price_per_gpu_hour)))
         seconds = inputs.run.get("train_seconds")
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             rows.append(("training time", f"{seconds / 60:.1f} min (reference: about 50 min on 3× NVIDIA A40)"))
@@ -470,6 +500,7 @@ def _card_details(inputs: Inputs) -> list[str]:
         f"- Output: logits over {meta['num_classes']} classes in `classes.json` order",
         f"- Weights: {meta['weights']}, {meta['epochs_trained']} epochs",
         f"- Framework: torch {environment.get('torch', '?')}, timm {environment.get('timm', '?')}",
+        f"- Training cost: {cost_text(inputs.run, inputs.params.summarize.price_per_gpu_hour)}",
     ]
     return lines
 

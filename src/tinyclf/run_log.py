@@ -4,6 +4,7 @@ DVCLive writes `<live_dir>/metrics.json` (the last values) and one TSV per metri
 `<live_dir>/plots/metrics/` (step = epoch index), which dvc.yaml declares as plots. Logged per
 epoch: `train/loss`, `train/acc`, `val/loss`, `val/top1`, `val/top5` (the weights saved to model.pt),
 `val_raw/*` or `val_ema/*` (the other set, when EMA is on), `lr`, `images_per_s`, `epoch_time_s`.
+`mfu` (CUDA only, `tinyclf.cost`): model FLOPs utilization of the epoch.
 `lr` is the learning rate after the epoch's last scheduler step: with per-step schedules, the one
 the next epoch starts with (timm's per-step rate changes within every epoch).
 """
@@ -58,7 +59,7 @@ class RunLog:
         self.live.log_params(params_dict)
 
     def log_epoch(self, epoch: int, num_epochs: int, train: dict, evals: dict[str, dict], main_key: str,
-                  lr: float) -> None:
+                  lr: float, mfu: float | None = None) -> None:
         """Log one finished epoch: `evals[main_key]` as val/*, the other weights as val_<key>/*."""
         live, val = self.live, evals[main_key]
         live.log_metric("train/loss", train["loss"])
@@ -72,10 +73,13 @@ class RunLog:
         live.log_metric("lr", lr)
         live.log_metric("images_per_s", train["images_per_s"])
         live.log_metric("epoch_time_s", train["seconds"])
+        if mfu is not None:  # CUDA on a card of known peak only (tinyclf.cost)
+            live.log_metric("mfu", mfu)
         live.next_step()
+        mfu_text = f", MFU {mfu:.1%}" if mfu is not None else ""
         say(f"epoch {epoch + 1}/{num_epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | "
             f"val loss {val['loss']:.4f} top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} | "
-            f"{train['images_per_s']:.0f} img/s")
+            f"{train['images_per_s']:.0f} img/s{mfu_text}")
 
     def end(self) -> None:
         self.live.end()

@@ -40,6 +40,7 @@ from torch import nn
 
 from tinyclf import arrays, atomic, checkpoint, distributed
 from tinyclf.checkpoint import RunCheckpoint, Trainables
+from tinyclf.cost import RunCost
 from tinyclf.distributed import DistInfo
 from tinyclf.device_augment import DeviceAugment
 from tinyclf.device_data import DeviceSplit, DeviceTrainBatches, DeviceValBatches
@@ -146,6 +147,8 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
                      resuming=progress.epoch > 0 or progress.update > 0)
         say(describe_run(train_params, data, info, precision, num_epochs))
     main_key = "ema" if parts.ema is not None and train_params.save_weights == "ema" else "raw"
+    cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
+                   info.world_size)
     evals: dict[str, dict] = {}
     _simulate_failure_if_asked(info)
     with stop_on_signals() as stop:
@@ -155,7 +158,8 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
             evals = validate(parts, data, train_params, info, recipe.autocast_dtype)
             step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[main_key])
             if log is not None:
-                log.log_epoch(epoch, num_epochs, train_stats, evals, main_key, parts.optimizer.param_groups[0]["lr"])
+                log.log_epoch(epoch, num_epochs, train_stats, evals, main_key, parts.optimizer.param_groups[0]["lr"],
+                              mfu=cost.mfu(train_stats["images_per_s"]))
             progress.end_epoch(train_stats["seconds"], train_stats["images"])
             # Logged before saved: a kill in between re-runs this epoch and the log drops its row on resume.
             ckpt.save(progress)
@@ -163,7 +167,7 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
                 raise Interrupted(f"stopped by {stop.name} after epoch {progress.epoch}; checkpoint saved to "
                                   f"{ckpt.path}, run the stage again to resume", stop.signum)
     if info.is_main:
-        write_outputs(paths, params, data, parts, main_key, num_epochs, info, precision, progress)
+        write_outputs(paths, params, data, parts, main_key, num_epochs, info, precision, progress, cost)
         log.end()
     # Finished: the checkpoint stays but is marked complete, so the next run starts fresh instead
     # of continuing this one under possibly different params.
@@ -408,11 +412,13 @@ def step_epoch_scheduler(scheduler, train_params, epoch: int, val: dict) -> None
 
 # --------------------------------------------------------------------------------------- outputs
 def write_outputs(paths: RunPaths, params, data: TrainData, parts: Trainables, weights: str, num_epochs: int,
-                  info: DistInfo, precision: str, progress: Progress) -> None:
+                  info: DistInfo, precision: str, progress: Progress, cost: RunCost) -> None:
     """Rank 0: the model file (EMA or raw weights) and run.json (hardware and timing)."""
     final = parts.ema.module if weights == "ema" else parts.model
     save_model_file(paths.model_out, final, model_meta(params, data, weights, num_epochs, info.device))
-    atomic.write_json(paths.live / "run.json", run_record(params.train, data, info, precision, progress, num_epochs))
+    record = run_record(params.train, data, info, precision, progress, num_epochs)
+    record.update(cost.record(progress.run_seconds, record["images_per_s"]))
+    atomic.write_json(paths.live / "run.json", record)
 
 
 def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch.device) -> dict:
