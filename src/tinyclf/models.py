@@ -27,6 +27,18 @@ class ModelError(TinyclfError, ValueError):
 # --------------------------------------------------------------------------------------------
 # The reference model
 # --------------------------------------------------------------------------------------------
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """AdaptiveAvgPool2d(1) computed as a mean over H and W: the same numbers, and a backward with a
+    deterministic CUDA kernel (AdaptiveAvgPool2d's CUDA backward has none, so `train.deterministic`
+    would refuse to train)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, plus a shortcut, then ReLU."""
 
@@ -83,7 +95,7 @@ class TinyResNet50(nn.Module):
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
         self.num_features = in_channels
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Conv2d(in_channels, num_classes, 1, bias=True),
             nn.Flatten(1),
         )

@@ -135,8 +135,9 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     precision = resolve_precision(train_params.precision, info.device)
     configure_determinism(train_params.deterministic, info.device)
     data = load_train_data(paths.prepared, train_params, info)
+    fingerprint = check_same_run_everywhere(params, data, info)
     parts, num_epochs = build_trainables(train_params, data, info, precision)
-    ckpt = RunCheckpoint(paths.checkpoints, checkpoint.fingerprint(params, data.stats, data.num_classes), parts, info)
+    ckpt = RunCheckpoint(paths.checkpoints, fingerprint, parts, info)
     progress = Progress()
     resumed_from = resume_or_start(ckpt, progress, train_params, info)
     train_model = wrap_for_training(parts.model, train_params, info)
@@ -219,6 +220,27 @@ def _device_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
                                        world=info.world_size, rank=info.rank)
     val_batches = DeviceValBatches(val_split, plan.per_rank, world=info.world_size, rank=info.rank)
     return len(train_split), len(val_split), plan, train_batches, val_batches
+
+
+def check_same_run_everywhere(params, data: TrainData, info: DistInfo) -> dict:
+    """Every rank reads its own params.yaml and prepared data (on several machines, its own copies):
+    refuse to train, on every rank, when they do not all match rank 0's. Otherwise a node with
+    another lr trains on silently and one with other data hangs in mismatched collectives. Returns
+    this run's checkpoint fingerprint (what is compared: all that changes the result)."""
+    mine = checkpoint.fingerprint(params, data.stats, data.num_classes)
+    if not info.distributed:
+        return mine
+    compared = {**mine, "prepared.val_count": data.num_val}
+    diffs = checkpoint.fingerprint_diff(distributed.broadcast_from_main(compared, info), compared)
+    if distributed.any_rank([bool(diffs)], info)[0]:
+        import socket
+
+        if diffs:
+            raise TrainingError(f"rank {info.rank} on {socket.gethostname()} has other params or prepared data than "
+                                f"rank 0 ({'; '.join(diffs)}): every node needs the same params.yaml and data/prepared")
+        raise TrainingError("another process has other params or prepared data than rank 0 (it names the keys): "
+                            "every node needs the same params.yaml and data/prepared")
+    return mine
 
 
 def _ignore_sigint_worker(previous):

@@ -22,21 +22,31 @@ import os
 import random
 import struct
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-# albumentations asks PyPI for a newer version on import; a reproducible pipeline makes no
-# network calls of its own (and this machine has no internet), so switch that off unless the user
-# has set it explicitly.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler  # noqa: E402
+from tinyclf import arrays
+from tinyclf.params import TrainParams
 
-from tinyclf import arrays  # noqa: E402
-from tinyclf.params import TrainParams  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
+
+
+def _albumentations():
+    """albumentations, imported on first use: only the per-image backend needs it (the device
+    backend runs where it may not be installed, e.g. a GPU machine's own image)."""
+    # albumentations asks PyPI for a newer version on import; a reproducible pipeline makes no
+    # network calls of its own (and this machine has no internet), so switch that off unless the
+    # user has set it explicitly.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
+
 
 # Reflect padding (cv2.BORDER_REFLECT_101, the same rule as torch's "reflect"): the padded border
 # looks like image content, whereas zero padding shows the network black frames (strongly negative
@@ -61,6 +71,7 @@ def build_augment(train_params: TrainParams, image_size: int) -> A.Compose:
     Order: crop (pad_crop | random_resized_crop) -> horizontal flip -> color jitter -> policy.
     Reseed before each call with a `SampleSeeder` (PreparedDataset does) for reproducible samples.
     """
+    A = _albumentations()
     size = (image_size, image_size)
     if train_params.crop == "pad_crop":
         ops: list = [
@@ -89,6 +100,7 @@ def build_policy(name: str) -> A.BaseCompose | None:
     fixed strength 9/30 of its max (Cubuk et al. 2020). Ranges follow torchvision's
     augmentation space; signed ops (rotate, shear, translate) pick a random sign.
     """
+    A = _albumentations()
     if name == "none":
         return None
     if name == "trivial_augment":
@@ -101,6 +113,7 @@ def build_policy(name: str) -> A.BaseCompose | None:
 
 def _policy_ops(lo: float, hi: float) -> list:
     """The ops of the policies at strength in [lo, hi] (fractions of each op's maximum)."""
+    A = _albumentations()
 
     def signed(make, max_value: float):
         # Both signs equally likely, magnitude in [lo, hi] * max_value.
