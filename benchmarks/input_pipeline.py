@@ -1,20 +1,52 @@
 """Training input pipeline throughput on the real Tiny ImageNet subset, against torchvision.
 
-    .venv/bin/python benchmarks/input_pipeline.py [--zip ../shared/data/tiny-imagenet-200-subset.zip]
+    .venv/bin/python benchmarks/input_pipeline.py [--repeats 3] [--seconds 8] [--zip ../shared/data/tiny-imagenet-200-subset.zip]
 
-Measured in one run, on the subset's 20,000 train images, batch 256, 2 DataLoader workers:
-  (a) ours:      prepared uint8 arrays (memmap) -> PreparedDataset + EpochSampler + make_loader with
-                 the default per-image albumentations augment (random_resized_crop + flip) ->
-                 to_model_input in the main process
+Measured in one run, on the subset's 20,000 train images, batch 256, 2 DataLoader workers,
+prefetch factor 4, for every pipeline:
+  (a) ours:      prepared uint8 arrays (memmap) -> PreparedDataset + make_loader with the default
+                 per-image albumentations augment (random_resized_crop + flip) -> to_model_input
+                 in the main process
   (b) baseline:  torchvision ImageFolder over the extracted JPEGs + PIL + RandomResizedCrop(64,
                  scale=(0.35, 1)) + RandomHorizontalFlip + ToTensor + Normalize in the workers
   (c) batched:   the same loader without per-image augment -> BatchedAugment (CPU) + to_model_input
                  in the main process
-Each repeat runs (a), (b), (c) back to back (so background load hits all three alike): warm-up
-batches first, then a fixed number of timed batches. Reported: median images/s with min-max over
-repeats, and the ratios. Then the augmentation alone on one core, per batch: albumentations image
-by image vs BatchedAugment on the whole batch.
+Each repeat measures (a), (b), (c) back to back, so background load hits all of them alike.
 
+Steady state only. A DataLoader asks its workers for prefetch_factor x workers batches (8 here)
+as soon as it is iterated and keeps that many in flight, and persistent workers go on working on
+their last epoch's queued batches after the consumer has moved on. The old method timed 40
+batches after 5 warm-up ones on persistent loaders: up to 8 of the 40 could be ready before the
+clock started, 40 batches of (a) take about half a second here (so one burst of a neighbour's
+work decided a repeat), and the previous pipeline's leftover batches ran on the 2 cores while the
+next one was timed. On the full 100,000-image set a user saw (a)/(b) swing from 1.75x to 5.91x
+between two repeats ((a) 12,223 and 41,147 images/s). Now each measurement:
+  1. starts fresh workers over an endless stream of shuffled epochs (so a window is never cut by
+     an epoch end: batches simply run on into the next epoch, each sample still seeded by its own
+     (epoch, index));
+  2. drains the start-up: consumes prefetch_factor x workers + --warmup batches untimed, so every
+     batch that was requested before the first one arrived is gone before the clock starts;
+  3. times a window of --seconds (and at least --min-batches batches): images consumed after the
+     warm-up / time from the last warm-up batch to the last timed one. What is already queued at
+     the start of the window is what the steady pipeline keeps queued (about as much is queued at
+     its end), and is at most prefetch_factor x workers batches: 8 against the ~100-650 batches
+     an 8 s window holds here, and never more than an eighth with the default --min-batches;
+  4. shuts the workers down (non-persistent loaders, the same for every pipeline) and checks that
+     no worker process is left, so nothing of one pipeline runs while the next one is timed.
+Background load: on 2 shared cores a neighbour's burst is what moves a repeat (a neighbour using 0.9
+of a core cut (a) and (b) by about half here), and the load average lags a minute and counts this
+benchmark's own 2-3 busy processes. So each window also records the CPU that other processes used
+during it (machine busy time from /proc/stat minus this process's and its workers', in cores), and
+a repeat in which that exceeds --max-other-cores (0.1) in any window is measured again, whole, up
+to --retries times; the re-measured repeats are printed and kept in --json, never averaged in.
+
+Reported per pipeline: median images/s over repeats with min-max and the spread around the median
+(rows outside +-10% are flagged; --tolerance), each repeat's figure, its number of timed batches
+and the other processes' CPU during its window; then the ratios with each repeat's value. Target:
+(a)/(b) >= 3x in every repeat. Then the augmentation alone on one core, per batch: albumentations
+image by image vs BatchedAugment on the whole batch.
+
+To add a pipeline, append one Pipeline(...) in main(); ratios and printing follow the list.
 The main process uses one torch thread, so that it does not fight the two workers for two cores.
 Scratch data (prepared arrays, extracted JPEGs) goes to a temp dir outside the repo, removed after.
 """
@@ -22,7 +54,9 @@ Scratch data (prepared arrays, extracted JPEGs) goes to a temp dir outside the r
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -31,13 +65,16 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; benchmarks/ is on sys.path)
 from tinyclf.params import TrainParams  # noqa: E402
@@ -53,6 +90,8 @@ from tinyclf.transforms import (  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 IMAGE_SIZE = 64
+OURS, BASELINE = "ours", "torchvision"  # the target compares these two pipelines
+TARGET_RATIO = 3.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,11 +101,25 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for every pipeline (default: 2)")
     ap.add_argument("--prefetch-factor", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=5, help="untimed batches per repeat (default: 5)")
-    ap.add_argument("--batches", type=int, default=40, help="timed batches per repeat (default: 40)")
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="untimed batches per measurement on top of the prefetch_factor x workers that are "
+                         "drained first (default: %(default)s)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="timed window per measurement (default: %(default)s)")
+    ap.add_argument("--min-batches", type=int, default=64,
+                    help="a window lasts at least this many batches, however long that takes (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-other-cores", type=float, default=0.1,
+                    help="a repeat in which other processes used more CPU than this (in cores) during any "
+                         "window is measured again; inf: never (default: %(default)s)")
+    ap.add_argument("--retries", type=int, default=2, help="at most this many re-measured repeats per repeat "
+                                                           "(default: %(default)s)")
+    ap.add_argument("--tolerance", type=float, default=0.10,
+                    help="flag rows whose repeats stray further than this from their median (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.workers < 1:
+        ap.error("--workers must be >= 1: the method drains the workers' prefetch")
+    return args
 
 
 def prepare_arrays(archive: Path, out: Path) -> None:
@@ -92,25 +145,130 @@ def extract_train_jpegs(archive: Path, out: Path) -> Path:
     return root
 
 
-def time_loader(loader, consume, warmup: int, batches: int, epoch_setter=None, epoch: int = 0) -> float:
-    """Images/s over `batches` batches after `warmup` untimed ones of a fresh epoch."""
-    if epoch_setter is not None:
-        epoch_setter(epoch)
-    it = iter(loader)
-    for _ in range(warmup):
-        consume(*next(it))
-    images = 0
-    start = time.perf_counter()
-    for _ in range(batches):
-        x, _y = next(it)
-        consume(x, _y)
-        images += x.shape[0]
-    return images / (time.perf_counter() - start)
+class EpochStream(Sampler):
+    """Shuffled epochs back to back, without end; each new iterator starts at the next unused epoch.
+
+    `epoch_order(epoch)` gives one epoch's sample keys. Drop-last batching then runs straight
+    across epoch boundaries, so a timed window never includes an epoch's end or start.
+    """
+
+    def __init__(self, epoch_order: Callable[[int], Iterable]):
+        self.epoch_order = epoch_order
+        self.next_epoch = 0
+
+    def __iter__(self) -> Iterator:
+        for epoch in itertools.count(self.next_epoch):
+            self.next_epoch = epoch + 1
+            yield from self.epoch_order(epoch)
+
+
+def epochs_of(sampler: EpochSampler) -> Callable[[int], Iterable]:
+    """EpochSampler's (index, epoch) keys for any epoch, for PreparedDataset's per-sample seeding."""
+    def order(epoch: int) -> Iterable:
+        sampler.set_epoch(epoch)
+        return iter(sampler)
+    return order
+
+
+def shuffled(n: int, seed: int = 0) -> Callable[[int], Iterable]:
+    """A plain shuffle per epoch (what DataLoader(shuffle=True) does), reproducible per epoch."""
+    return lambda epoch: torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+@dataclass
+class Pipeline:
+    """One row of the benchmark: a loader over an EpochStream and what the main process does per batch."""
+
+    key: str                                          # JSON key and short name
+    label: str                                        # printed row label
+    loader: DataLoader                                # non-persistent workers, sampler=EpochStream(...)
+    consume: Callable[[torch.Tensor, torch.Tensor], object]
+
+
+@dataclass
+class Window:
+    images_per_s: float
+    batches: int
+    seconds: float
+    other_cores: float | None  # CPU used by processes other than this benchmark's, in cores (None: no /proc)
+
+
+class OtherLoad:
+    """Cores' worth of CPU that processes outside this benchmark used over an interval (Linux /proc).
+
+    Busy jiffies of the whole machine minus those of this process and its live children (the
+    loader workers). The load average lags by a minute; this says which window a neighbour hit.
+    """
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.start = self._sample()
+
+    @staticmethod
+    def _busy() -> int:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        return user + nice + system + irq + softirq + steal
+
+    @staticmethod
+    def _ours() -> int:
+        total = 0
+        for pid in [os.getpid()] + [c.pid for c in multiprocessing.active_children()]:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total
+
+    def _sample(self) -> tuple[float, int, int] | None:
+        try:
+            return time.perf_counter(), self._busy(), self._ours()
+        except (OSError, ValueError):
+            return None
+
+    def cores(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        return max(0.0, ((end[1] - self.start[1]) - (end[2] - self.start[2])) / self.tick / wall)
+
+
+def measure(p: Pipeline, drain: int, seconds: float, min_batches: int) -> Window:
+    """Steady-state images/s of one pipeline: fresh workers, `drain` untimed batches, a timed window.
+
+    The clock starts when the last untimed batch has been consumed and stops when the first batch
+    past `seconds` (and past `min_batches`) has been consumed; the images of the timed batches
+    over that interval.
+    """
+    it = iter(p.loader)  # forks the workers, which start on prefetch_factor x workers batches
+    try:
+        for _ in range(drain):
+            p.consume(*next(it))
+        images = batches = 0
+        others = OtherLoad()
+        start = now = time.perf_counter()
+        while now - start < seconds or batches < min_batches:
+            x, y = next(it)
+            p.consume(x, y)
+            images += x.shape[0]
+            batches += 1
+            now = time.perf_counter()
+        window = Window(images / (now - start), batches, now - start, others.cores())
+    finally:
+        del it  # non-persistent workers: the iterator's finalizer stops and joins them
+    left = multiprocessing.active_children()
+    if left:
+        raise RuntimeError(f"{p.key}: {len(left)} worker process(es) still alive after the measurement")
+    return window
 
 
 def summarize(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
-
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values),
+            "spread_pct": [100 * (min(values) / med - 1), 100 * (max(values) / med - 1)], "runs": values}
 
 
 def kernel_ms_per_batch(prepared: Path, batch_size: int, crop: str, repeats: int) -> dict:
@@ -139,6 +297,47 @@ def kernel_ms_per_batch(prepared: Path, batch_size: int, crop: str, repeats: int
     return results
 
 
+def run_repeats(pipelines: list[Pipeline], args: argparse.Namespace, drain: int,
+                pairs: list[tuple[str, str]]) -> tuple[dict[str, list[Window]], list[dict[str, Window]]]:
+    """`args.repeats` repeats, each every pipeline back to back; a repeat in which other processes
+    used more than --max-other-cores during any window is measured again (at most --retries times,
+    then kept as it is). Returns the kept windows per pipeline and the discarded repeats."""
+    kept: dict[str, list[Window]] = {p.key: [] for p in pipelines}
+    discarded: list[dict[str, Window]] = []
+    for r in range(args.repeats):
+        for attempt in range(args.retries + 1):
+            rep = {p.key: measure(p, drain, args.seconds, args.min_batches) for p in pipelines}
+            rate = {k: w.images_per_s for k, w in rep.items()}
+            disturbed = any(w.other_cores is not None and w.other_cores > args.max_other_cores for w in rep.values())
+            verdict = ""
+            if disturbed:
+                verdict = (f" -> disturbed (> {args.max_other_cores:g} cores), measured again" if attempt < args.retries
+                           else f" -> disturbed (> {args.max_other_cores:g} cores), kept: no retries left")
+            print(f"repeat {r + 1}/{args.repeats}" + (f" (try {attempt + 1})" if attempt else "") + ": "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
+                  + " img/s; " + ", ".join(f"{a}/{b} {rate[a] / rate[b]:.2f}x" for a, b in pairs)
+                  + "; other processes used " + ", ".join(_cores(w.other_cores) for w in rep.values())
+                  + f" cores; load avg {os.getloadavg()[0]:.1f}{verdict}", file=sys.stderr)
+            if disturbed and attempt < args.retries:
+                discarded.append(rep)
+                continue
+            for k, w in rep.items():
+                kept[k].append(w)
+            break
+    return kept, discarded
+
+
+def _cores(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def ratio_pairs(keys: list[str]) -> list[tuple[str, str]]:
+    """(numerator, denominator) pairs: every pipeline vs the baseline, the others also vs ours."""
+    pairs = [(k, BASELINE) for k in keys if k != BASELINE]
+    pairs += [(k, OURS) for k in keys if k not in (OURS, BASELINE)]
+    return pairs
+
+
 def main() -> int:
     args = parse_args()
     if not args.zip.is_file():
@@ -162,17 +361,13 @@ def main() -> int:
 
         tp = TrainParams()  # defaults: random_resized_crop scale (0.35, 1) + hflip 0.5
         assert tp.crop == "random_resized_crop" and list(tp.rrc_scale) == [0.35, 1.0] and tp.hflip == 0.5
-        loader_kw = dict(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False, drop_last=True)
+        # The same for every pipeline. Non-persistent workers: each measurement starts its own and
+        # stops them (persistence only matters at an epoch start, which the stream never has).
+        loader_kw = dict(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
+                         drop_last=True, persistent_workers=False)
 
         ours_set = PreparedDataset(prepared, "train", build_augment(tp, IMAGE_SIZE), seed=0)
-        ours_sampler = EpochSampler(len(ours_set), seed=0)
-        ours = make_loader(ours_set, ours_sampler, args.batch_size, **loader_kw)
-
         plain_set = PreparedDataset(prepared, "train")
-        plain_sampler = EpochSampler(len(plain_set), seed=0)
-        plain = make_loader(plain_set, plain_sampler, args.batch_size, **loader_kw)
-        batched = BatchedAugment(tp, IMAGE_SIZE, seed=0)
-
         tv_set = ImageFolder(str(jpeg_root), transform=T.Compose([
             T.RandomResizedCrop(IMAGE_SIZE, scale=(0.35, 1.0)),
             T.RandomHorizontalFlip(),
@@ -180,64 +375,86 @@ def main() -> int:
             T.Normalize(mean, std),
         ]))
         assert len(tv_set) == len(ours_set), (len(tv_set), len(ours_set))
-        tv = torch.utils.data.DataLoader(tv_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                                         prefetch_factor=args.prefetch_factor, persistent_workers=True, drop_last=True)
+        batched = BatchedAugment(tp, IMAGE_SIZE, seed=0)
+        step = itertools.count(1)
 
-        step = [0]
-
-        def consume_ours(x, _y):
-            to_model_input(x, mean, std, channels_last=False)
-
-        def consume_batched(x, _y):
-            step[0] += 1
-            to_model_input(batched(x, step[0]), mean, std, channels_last=False)
-
-        def consume_tv(x, _y):
-            pass  # already float and normalized by the workers
+        pipelines = [
+            Pipeline(OURS, "(a) ours: arrays + albumentations",
+                     make_loader(ours_set, EpochStream(epochs_of(EpochSampler(len(ours_set), seed=0))),
+                                 args.batch_size, **loader_kw),
+                     lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
+            Pipeline(BASELINE, "(b) torchvision ImageFolder + PIL",
+                     DataLoader(tv_set, batch_size=args.batch_size, sampler=EpochStream(shuffled(len(tv_set))),
+                                num_workers=args.workers, prefetch_factor=args.prefetch_factor,
+                                persistent_workers=False, drop_last=True),
+                     lambda x, _y: None),  # already float and normalized by the workers
+            Pipeline("batched_cpu", "(c) arrays + BatchedAugment (CPU)",
+                     make_loader(plain_set, EpochStream(epochs_of(EpochSampler(len(plain_set), seed=0))),
+                                 args.batch_size, **loader_kw),
+                     lambda x, _y: to_model_input(batched(x, next(step)), mean, std, channels_last=False)),
+        ]
+        keys = [p.key for p in pipelines]
+        assert OURS in keys and BASELINE in keys
+        pairs = ratio_pairs(keys)
+        drain = args.prefetch_factor * args.workers + args.warmup
 
         load_before = os.getloadavg()
-        figures = {"ours": [], "torchvision": [], "batched_cpu": []}
-        for r in range(args.repeats):
-            figures["ours"].append(time_loader(ours, consume_ours, args.warmup, args.batches, ours_sampler.set_epoch, r))
-            figures["torchvision"].append(time_loader(tv, consume_tv, args.warmup, args.batches))
-            figures["batched_cpu"].append(
-                time_loader(plain, consume_batched, args.warmup, args.batches, plain_sampler.set_epoch, r))
-            print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in figures.items()),
-                  file=sys.stderr)
+        windows, discarded = run_repeats(pipelines, args, drain, pairs)
         load_after = os.getloadavg()
-        del ours, plain, tv
+        labels = {p.key: p.label for p in pipelines}
+        del pipelines
 
         kernels = {crop: kernel_ms_per_batch(prepared, args.batch_size, crop, max(args.repeats, 5))
                    for crop in ("random_resized_crop", "pad_crop")}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    figures = {k: [w.images_per_s for w in ws] for k, ws in windows.items()}
+    ratios = {f"{a}/{b}": summarize([x / y for x, y in zip(figures[a], figures[b])]) for a, b in pairs}
+    target_runs = ratios[f"{OURS}/{BASELINE}"]["runs"]
     result = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_1min_before_after": [load_before[0], load_after[0]],
                     "torch": torch.__version__, "python": platform.python_version()},
         "setup": {"images": len(ours_set), "batch_size": args.batch_size, "workers": args.workers,
-                  "prefetch_factor": args.prefetch_factor, "warmup_batches": args.warmup,
-                  "timed_batches": args.batches, "repeats": args.repeats},
+                  "prefetch_factor": args.prefetch_factor, "untimed_batches": drain, "window_s": args.seconds,
+                  "min_batches": args.min_batches, "repeats": args.repeats,
+                  "max_other_cores": args.max_other_cores, "retries": args.retries},
         "images_per_s": {k: summarize(v) for k, v in figures.items()},
-        "ratio_ours_vs_torchvision": summarize([a / b for a, b in zip(figures["ours"], figures["torchvision"])]),
-        "ratio_batched_vs_torchvision": summarize([a / b for a, b in zip(figures["batched_cpu"], figures["torchvision"])]),
-        "ratio_batched_vs_ours": summarize([a / b for a, b in zip(figures["batched_cpu"], figures["ours"])]),
+        "timed_batches": {k: [w.batches for w in ws] for k, ws in windows.items()},
+        "other_processes_cores": {k: [w.other_cores for w in ws] for k, ws in windows.items()},
+        "discarded_repeats": [{k: {"images_per_s": w.images_per_s, "other_processes_cores": w.other_cores}
+                               for k, w in rep.items()} for rep in discarded],
+        "ratios": ratios,
+        "target": {"ratio": f"{OURS}/{BASELINE}", "min": TARGET_RATIO,
+                   "met_in_every_repeat": all(x >= TARGET_RATIO for x in target_runs)},
         "augment_ms_per_batch_one_core": kernels,
     }
+
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
           f"load avg {m['loadavg_1min_before_after'][0]:.1f} -> {m['loadavg_1min_before_after'][1]:.1f}")
-    print(f"{len(ours_set):,} train images, batch {args.batch_size}, {args.workers} workers, "
-          f"{args.batches} timed batches x {args.repeats} repeats (median [min-max])")
-    names = {"ours": "(a) ours: arrays + albumentations", "torchvision": "(b) torchvision ImageFolder + PIL",
-             "batched_cpu": "(c) arrays + BatchedAugment (CPU)"}
-    for key, label in names.items():
+    print(f"{len(ours_set):,} train images, batch {args.batch_size}, {args.workers} workers, prefetch "
+          f"{args.prefetch_factor}; per measurement {drain} untimed batches, then a {args.seconds:g} s window "
+          f"(>= {args.min_batches} batches); {args.repeats} repeats: median [min-max] (spread around the median)")
+    tol = 100 * args.tolerance
+    width = max(len(v) for v in labels.values())
+    for key, label in labels.items():
         s = result["images_per_s"][key]
-        print(f"  {label:<38} {s['median']:>8,.0f} img/s  [{s['min']:,.0f}-{s['max']:,.0f}]")
-    for key, label in (("ratio_ours_vs_torchvision", "(a)/(b)"), ("ratio_batched_vs_torchvision", "(c)/(b)"),
-                       ("ratio_batched_vs_ours", "(c)/(a)")):
-        s = result[key]
-        print(f"  ratio {label}: {s['median']:.2f}x  [{s['min']:.2f}-{s['max']:.2f}]")
+        lo, hi = s["spread_pct"]
+        flag = "" if max(-lo, hi) <= tol else f"  (outside +-{tol:g}%)"
+        print(f"  {label:<{width}} {s['median']:>8,.0f} img/s  [{s['min']:,.0f}-{s['max']:,.0f}] ({lo:+.1f}%/{hi:+.1f}%)"
+              f"  repeats: {', '.join(f'{v:,.0f}' for v in s['runs'])}; timed batches: "
+              f"{', '.join(str(b) for b in result['timed_batches'][key])}; other processes: "
+              f"{', '.join(_cores(c) for c in result['other_processes_cores'][key])} cores{flag}")
+    for name, s in ratios.items():
+        print(f"  ratio {name}: {s['median']:.2f}x  [{s['min']:.2f}-{s['max']:.2f}]  repeats: "
+              + ", ".join(f"{v:.2f}x" for v in s["runs"]))
+    if discarded:
+        print(f"  measured again: {len(discarded)} repeat(s) in which other processes used more than "
+              f"{args.max_other_cores:g} cores (figures above are from the kept repeats; all in the log and --json)")
+    met = result["target"]["met_in_every_repeat"]
+    print(f"target {OURS}/{BASELINE} >= {TARGET_RATIO:g}x: " + ("met in every repeat" if met else
+          f"NOT met in {sum(x < TARGET_RATIO for x in target_runs)} of {len(target_runs)} repeats"))
     print("augmentation alone, one core, ms per batch of", args.batch_size)
     for crop, k in kernels.items():
         a, b = k["albumentations_per_image"], k["batched"]
