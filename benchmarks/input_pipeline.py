@@ -9,9 +9,12 @@ prefetch factor 4, for every pipeline:
                  in the main process
   (b) baseline:  torchvision ImageFolder over the extracted JPEGs + PIL + RandomResizedCrop(64,
                  scale=(0.35, 1)) + RandomHorizontalFlip + ToTensor + Normalize in the workers
-  (c) batched:   the same loader without per-image augment -> BatchedAugment (CPU) + to_model_input
-                 in the main process
-Each repeat measures (a), (b), (c) back to back, so background load hits all of them alike.
+  (c) device:    the device backend (`train.aug_backend: device`) on the CPU: the split held as one
+                 tensor, each batch gathered and augmented as whole-batch tensor ops, normalized,
+                 in the main process (no workers: it gets the workers' cores as torch threads)
+  (d) ours, pad_crop, and (e) device, pad_crop: (a) and (c) with the CIFAR-style crop (reflect pad
+                 4 + random 64x64 window + flip), the case the device backend is meant to win on a CPU
+Each repeat measures every pipeline back to back, so background load hits all of them alike.
 
 Steady state only. A DataLoader asks its workers for prefetch_factor x workers batches (8 here)
 as soon as it is iterated and keeps that many in flight, and persistent workers go on working on
@@ -43,8 +46,9 @@ to --retries times; the re-measured repeats are printed and kept in --json, neve
 Reported per pipeline: median images/s over repeats with min-max and the spread around the median
 (rows outside +-10% are flagged; --tolerance), each repeat's figure, its number of timed batches
 and the other processes' CPU during its window; then the ratios with each repeat's value. Target:
-(a)/(b) >= 3x in every repeat. Then the augmentation alone on one core, per batch: albumentations
-image by image vs BatchedAugment on the whole batch.
+(a)/(b) >= 3x in every repeat, and (e)/(d) >= 1 (the device backend at least as fast as the
+workers for pad_crop). Then the augmentation alone on one core, per batch: albumentations image by
+image vs DeviceAugment on the whole batch.
 
 To add a pipeline, append one Pipeline(...) in main(); ratios and printing follow the list.
 The main process uses one torch thread, so that it does not fight the two workers for two cores.
@@ -78,8 +82,9 @@ from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; benchmarks/ is on sys.path)
 from tinyclf.params import TrainParams  # noqa: E402
+from tinyclf.device_augment import DeviceAugment  # noqa: E402
+from tinyclf.device_data import DeviceSplit, DeviceTrainBatches  # noqa: E402
 from tinyclf.transforms import (  # noqa: E402
-    BatchedAugment,
     EpochSampler,
     PreparedDataset,
     SampleSeeder,
@@ -90,7 +95,7 @@ from tinyclf.transforms import (  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 IMAGE_SIZE = 64
-OURS, BASELINE = "ours", "torchvision"  # the target compares these two pipelines
+OURS, BASELINE, DEVICE = "ours", "torchvision", "device"  # the targets: ours/torchvision, device_pad/ours_pad
 TARGET_RATIO = 3.0
 
 
@@ -181,8 +186,20 @@ class Pipeline:
 
     key: str                                          # JSON key and short name
     label: str                                        # printed row label
-    loader: DataLoader                                # non-persistent workers, sampler=EpochStream(...)
-    consume: Callable[[torch.Tensor, torch.Tensor], object]
+    loader: Iterable                                  # non-persistent DataLoader workers over an EpochStream,
+    consume: Callable[[torch.Tensor, torch.Tensor], object]  # or the device backend's endless epochs
+    threads: int = 1                                  # torch threads of the main process while measured
+
+
+class DeviceEpochs:
+    """The device backend's batches, epoch after epoch (as EpochStream does for the DataLoaders)."""
+
+    def __init__(self, batches: DeviceTrainBatches):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator:
+        for epoch in itertools.count():
+            yield from self.batches.epoch(epoch)
 
 
 @dataclass
@@ -243,6 +260,8 @@ def measure(p: Pipeline, drain: int, seconds: float, min_batches: int) -> Window
     past `seconds` (and past `min_batches`) has been consumed; the images of the timed batches
     over that interval.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(p.threads)
     it = iter(p.loader)  # forks the workers, which start on prefetch_factor x workers batches
     try:
         for _ in range(drain):
@@ -259,6 +278,7 @@ def measure(p: Pipeline, drain: int, seconds: float, min_batches: int) -> Window
         window = Window(images / (now - start), batches, now - start, others.cores())
     finally:
         del it  # non-persistent workers: the iterator's finalizer stops and joins them
+        torch.set_num_threads(threads)
     left = multiprocessing.active_children()
     if left:
         raise RuntimeError(f"{p.key}: {len(left)} worker process(es) still alive after the measurement")
@@ -272,13 +292,15 @@ def summarize(values: list[float]) -> dict:
 
 
 def kernel_ms_per_batch(prepared: Path, batch_size: int, crop: str, repeats: int) -> dict:
-    """One core, one batch: albumentations image by image vs BatchedAugment on the batch."""
+    """One core, one batch: albumentations image by image vs DeviceAugment on the batch (uint8 out of
+    albumentations, normalized float out of DeviceAugment)."""
     images = np.load(prepared / "train" / "images.npy", mmap_mode="r")[:batch_size].copy()
     tp = TrainParams(crop=crop)
     aug = build_augment(tp, IMAGE_SIZE)
     seeder = SampleSeeder(aug)
-    batched = BatchedAugment(tp, IMAGE_SIZE, seed=0)
-    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    device_aug = DeviceAugment(tp, IMAGE_SIZE, [0.5] * 3, [0.25] * 3, seed=0, channels_last=False)
+    nchw = torch.from_numpy(images).permute(0, 3, 1, 2)
+    indices = torch.arange(batch_size)
 
     def per_image():
         for i, img in enumerate(images):
@@ -286,7 +308,7 @@ def kernel_ms_per_batch(prepared: Path, batch_size: int, crop: str, repeats: int
             aug(image=img)
 
     results = {}
-    for name, fn in (("albumentations_per_image", per_image), ("batched", lambda: batched(nchw, 1))):
+    for name, fn in (("albumentations_per_image", per_image), ("device", lambda: device_aug(nchw, indices, 1))):
         fn()
         runs = []
         for _ in range(repeats):
@@ -332,9 +354,9 @@ def _cores(value: float | None) -> str:
 
 
 def ratio_pairs(keys: list[str]) -> list[tuple[str, str]]:
-    """(numerator, denominator) pairs: every pipeline vs the baseline, the others also vs ours."""
-    pairs = [(k, BASELINE) for k in keys if k != BASELINE]
-    pairs += [(k, OURS) for k in keys if k not in (OURS, BASELINE)]
+    """(numerator, denominator) pairs: ours vs the baseline, and each device row vs ours with the same crop."""
+    pairs = [(OURS, BASELINE)]
+    pairs += [(k, OURS + k[len(DEVICE):]) for k in keys if k.startswith(DEVICE) and OURS + k[len(DEVICE):] in keys]
     return pairs
 
 
@@ -367,7 +389,6 @@ def main() -> int:
                          drop_last=True, persistent_workers=False)
 
         ours_set = PreparedDataset(prepared, "train", build_augment(tp, IMAGE_SIZE), seed=0)
-        plain_set = PreparedDataset(prepared, "train")
         tv_set = ImageFolder(str(jpeg_root), transform=T.Compose([
             T.RandomResizedCrop(IMAGE_SIZE, scale=(0.35, 1.0)),
             T.RandomHorizontalFlip(),
@@ -375,8 +396,16 @@ def main() -> int:
             T.Normalize(mean, std),
         ]))
         assert len(tv_set) == len(ours_set), (len(tv_set), len(ours_set))
-        batched = BatchedAugment(tp, IMAGE_SIZE, seed=0)
-        step = itertools.count(1)
+        pad = TrainParams(crop="pad_crop")
+        ours_pad_set = PreparedDataset(prepared, "train", build_augment(pad, IMAGE_SIZE), seed=0)
+        split = DeviceSplit(prepared, "train", torch.device("cpu"))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+        def device_epochs(params: TrainParams) -> DeviceEpochs:
+            augment = DeviceAugment(params, IMAGE_SIZE, mean, std, seed=0, channels_last=False)
+            return DeviceEpochs(DeviceTrainBatches(split, augment, per_rank=args.batch_size,
+                                                   micro_per_epoch=len(split) // args.batch_size, seed=0, world=1,
+                                                   rank=0))
 
         pipelines = [
             Pipeline(OURS, "(a) ours: arrays + albumentations",
@@ -388,10 +417,13 @@ def main() -> int:
                                 num_workers=args.workers, prefetch_factor=args.prefetch_factor,
                                 persistent_workers=False, drop_last=True),
                      lambda x, _y: None),  # already float and normalized by the workers
-            Pipeline("batched_cpu", "(c) arrays + BatchedAugment (CPU)",
-                     make_loader(plain_set, EpochStream(epochs_of(EpochSampler(len(plain_set), seed=0))),
+            Pipeline(DEVICE, "(c) device backend (CPU)", device_epochs(tp), lambda x, _y: None, threads=cores),
+            Pipeline(OURS + "_pad", "(d) ours, pad_crop",
+                     make_loader(ours_pad_set, EpochStream(epochs_of(EpochSampler(len(ours_pad_set), seed=0))),
                                  args.batch_size, **loader_kw),
-                     lambda x, _y: to_model_input(batched(x, next(step)), mean, std, channels_last=False)),
+                     lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
+            Pipeline(DEVICE + "_pad", "(e) device backend (CPU), pad_crop", device_epochs(pad), lambda x, _y: None,
+                     threads=cores),
         ]
         keys = [p.key for p in pipelines]
         assert OURS in keys and BASELINE in keys
@@ -427,6 +459,8 @@ def main() -> int:
         "ratios": ratios,
         "target": {"ratio": f"{OURS}/{BASELINE}", "min": TARGET_RATIO,
                    "met_in_every_repeat": all(x >= TARGET_RATIO for x in target_runs)},
+        "device_target": {"ratio": f"{DEVICE}_pad/{OURS}_pad", "min": 1.0,
+                          "met_in_every_repeat": all(x >= 1.0 for x in ratios[f"{DEVICE}_pad/{OURS}_pad"]["runs"])},
         "augment_ms_per_batch_one_core": kernels,
     }
 
@@ -455,10 +489,13 @@ def main() -> int:
     met = result["target"]["met_in_every_repeat"]
     print(f"target {OURS}/{BASELINE} >= {TARGET_RATIO:g}x: " + ("met in every repeat" if met else
           f"NOT met in {sum(x < TARGET_RATIO for x in target_runs)} of {len(target_runs)} repeats"))
+    dmet = result["device_target"]["met_in_every_repeat"]
+    print(f"target {DEVICE}_pad/{OURS}_pad >= 1x (device backend at least as fast as the workers, pad_crop): "
+          + ("met in every repeat" if dmet else "NOT met in every repeat"))
     print("augmentation alone, one core, ms per batch of", args.batch_size)
     for crop, k in kernels.items():
-        a, b = k["albumentations_per_image"], k["batched"]
-        print(f"  {crop:<20} albumentations per image {a['median']:6.1f} ms  BatchedAugment {b['median']:6.1f} ms  "
+        a, b = k["albumentations_per_image"], k["device"]
+        print(f"  {crop:<20} albumentations per image {a['median']:6.1f} ms  DeviceAugment {b['median']:6.1f} ms  "
               f"({a['median'] / b['median']:.2f}x)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
