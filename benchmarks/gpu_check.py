@@ -25,8 +25,7 @@ to 10 classes) so that the whole script runs on a CPU in under a minute: CI runs
 On a machine lent through this workplace's `device` tool (Python 3.12, its own torch ≥ 2.11, timm,
 OpenCV, pytest; no dvc, dvclive or albumentations, no network), prepare here, once:
 
-    echo /.gpucheck/ >> .git/info/exclude
-    .venv/bin/python benchmarks/gpu_check.py --prepare .gpucheck
+    .venv/bin/python benchmarks/gpu_check.py --prepare .gpucheck     # .gpucheck/ is git-ignored
       # .gpucheck/wheels: dvclive's and albumentations' closure that the machine lacks (~24 MB,
       #   py3.12 manylinux wheels; pure-Python sdists built into wheels here)
       # .gpucheck/tiny-imagenet-reduced.zip: the real subset cut to fit beside them (200 classes,
