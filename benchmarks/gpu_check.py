@@ -129,7 +129,7 @@ def environment() -> dict:
     return info
 
 
-def cuda_tests(quick: bool) -> dict:
+def cuda_tests() -> dict:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
                            str(REPO / "tests" / "test_cuda.py")], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"),
@@ -162,6 +162,8 @@ def synthetic_prepared(root: Path, n: int, size: int, classes: int) -> Path:
 def throughput(device_name: str, quick: bool) -> dict:
     import torch
 
+    from tinyclf.cost import train_flops_per_image
+
     device = torch.device(device_name)
     model, size, batch, classes = ("test_resnet", 32, 32, 10) if quick else ("tiny_resnet50", 64, 512, 200)
     warmup, steps = (2, 3) if quick else (15, 30)
@@ -171,6 +173,7 @@ def throughput(device_name: str, quick: bool) -> dict:
                ("bf16 + channels_last", dict(precision="bf16", channels_last=True, compile=False, aug_backend="workers")),
                ("+ compile", dict(precision="bf16", channels_last=True, compile=True, aug_backend="workers")),
                ("+ device data", dict(precision="bf16", channels_last=True, compile=True, aug_backend="device"))]
+    flops = train_flops_per_image(model, classes, size)  # counted once: seconds on the meta device
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         prepared = synthetic_prepared(Path(tmp) / "prepared", batch * (warmup + steps + 1), size, classes)
@@ -178,15 +181,16 @@ def throughput(device_name: str, quick: bool) -> dict:
             if quick and not on_cuda and config["compile"]:
                 config = {**config, "compile": False}  # inductor on 2 CPU cores alone takes a minute
                 name += " (compile skipped: --quick on CPU)"
-            rows.append({"config": name, **measure(prepared, device, model, batch, warmup, steps, config)})
+            rows.append({"config": name, **measure(prepared, device, model, batch, warmup, steps, config, flops)})
     return {"model": model, "image_size": size, "global_batch": batch, "timed_steps": steps, "rows": rows}
 
 
-def measure(prepared: Path, device, model: str, batch: int, warmup: int, steps: int, config: dict) -> dict:
+def measure(prepared: Path, device, model: str, batch: int, warmup: int, steps: int, config: dict,
+            flops: float | None) -> dict:
     """Images/s through the stage's loop with the real data path, and with one fixed batch (no data path)."""
     import torch
 
-    from tinyclf.cost import mfu, train_flops_per_image
+    from tinyclf.cost import mfu
     from tinyclf.distributed import DistInfo
     from tinyclf.engine import Progress, StepControl, train_one_epoch
     from tinyclf.params import params_from_dict
@@ -217,7 +221,6 @@ def measure(prepared: Path, device, model: str, batch: int, warmup: int, steps: 
     fixed = next(iter(data.train_batches.epoch(2)))
     without_data = run(iter([fixed] * steps), steps)
     images_per_s = steps * batch / with_data
-    flops = train_flops_per_image(model, data.num_classes, data.image_size)
     device_label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     util = mfu(images_per_s, flops, device_label, 1) if device.type == "cuda" else None
     return {
@@ -400,7 +403,7 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here: use --device cpu (with --quick for the CI check)")
     results: dict = {"device": args.device, "quick": args.quick, "environment": environment()}
-    part("cuda_tests", results, cuda_tests, args.quick)
+    part("cuda_tests", results, cuda_tests)
     part("throughput", results, throughput, args.device, args.quick)
     rows = results["throughput"].get("rows") or [{}]
     part("real_run", results, real_run, args.archive, args.device, args.quick, args.real_seconds,

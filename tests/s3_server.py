@@ -28,14 +28,42 @@ FAKE_SECRET_KEY = "tinyclf-test-secret"
 REGION = "us-east-1"
 
 
-class S3Server:
+class _LoopbackServer:
+    """What both servers share: an empty AWS config dir for the clients (see `s3_env`), created at
+    start and removed at stop, and use as a context manager. Subclasses start and stop the server."""
+
+    def __init__(self) -> None:
+        self._aws_dir: str | None = None
+        self.port: int | None = None
+
+    def _make_aws_dir(self) -> None:
+        self._aws_dir = tempfile.mkdtemp(prefix="tinyclf-aws-")
+        for name in ("config", "credentials"):
+            Path(self._aws_dir, name).write_text("")
+
+    def _stop_server(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop_server()
+        if self._aws_dir is not None:
+            shutil.rmtree(self._aws_dir, ignore_errors=True)
+            self._aws_dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class S3Server(_LoopbackServer):
     """moto's server bound to 127.0.0.1 on a port the OS picks (no race for a "free" port)."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.host = host
         self._server = None
-        self._aws_dir: str | None = None
-        self.port: int | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -49,27 +77,16 @@ class S3Server:
 
         # One log line per request on stderr would drown a failing test's output.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._aws_dir = tempfile.mkdtemp(prefix="tinyclf-aws-")
-        for name in ("config", "credentials"):
-            Path(self._aws_dir, name).write_text("")
+        self._make_aws_dir()
         self._server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
         self._server.start()
         self.port = self._server.get_host_and_port()[1]
         return self
 
-    def stop(self) -> None:
+    def _stop_server(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        if self._aws_dir is not None:
-            shutil.rmtree(self._aws_dir, ignore_errors=True)
-            self._aws_dir = None
-
-    def __enter__(self) -> "S3Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
         """`base` plus fake credentials for DVC/boto3 subprocesses, with nothing from the user's AWS setup."""
@@ -124,7 +141,7 @@ def closed_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-class AuthS3Server:
+class AuthS3Server(_LoopbackServer):
     """moto's server with authentication on: it checks every request's signature against an IAM user's
     access key, as AWS and MinIO do.
 
@@ -146,12 +163,11 @@ class AuthS3Server:
     )
 
     def __init__(self, bucket: str = "tinyclf-auth") -> None:
+        super().__init__()
         self.bucket = bucket
         self.access_key: str | None = None
         self.secret_key: str | None = None
         self._proc = None
-        self._aws_dir: str | None = None
-        self.port: int | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -165,9 +181,7 @@ class AuthS3Server:
 
         import boto3
 
-        self._aws_dir = tempfile.mkdtemp(prefix="tinyclf-aws-")
-        for name in ("config", "credentials"):
-            Path(self._aws_dir, name).write_text("")
+        self._make_aws_dir()
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self.SETUP_CALLS)}
         self._proc = subprocess.Popen([sys.executable, "-c", self._SERVE], env=env, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)
@@ -183,7 +197,7 @@ class AuthS3Server:
         boto3.client("s3", **anyone).create_bucket(Bucket=self.bucket)  # the last unauthenticated call
         return self
 
-    def stop(self) -> None:
+    def _stop_server(self) -> None:
         if self._proc is not None:
             self._proc.stdin.close()
             try:
@@ -191,15 +205,6 @@ class AuthS3Server:
             except Exception:  # noqa: BLE001 - a server that does not stop is killed
                 self._proc.kill()
             self._proc = None
-        if self._aws_dir is not None:
-            shutil.rmtree(self._aws_dir, ignore_errors=True)
-            self._aws_dir = None
-
-    def __enter__(self) -> "AuthS3Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def env(self, base: dict[str, str], *, access_key: str | None = None, secret: str | None = None) -> dict[str, str]:
         """`base` with this server's real key, or with the `access_key` / `secret` given instead."""

@@ -70,11 +70,14 @@ class _DropMissingHashWarnings(logging.Filter):
         return not record.getMessage().startswith("No file hash info found for")
 
 
+_MISSING_HASH_FILTER = _DropMissingHashWarnings()  # one instance: addFilter skips one already added
+
+
 def run_dvc(args: list[str]) -> int:
     """`dvc <args>` in this process (the same as the `dvc` command), without those warnings."""
     from dvc.cli import main as dvc_main
 
-    logging.getLogger("dvc_data.index.checkout").addFilter(_DropMissingHashWarnings())
+    logging.getLogger("dvc_data.index.checkout").addFilter(_MISSING_HASH_FILTER)
     return dvc_main(args)
 
 

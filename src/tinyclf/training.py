@@ -18,8 +18,9 @@ same weights as an uninterrupted run. If the world size changed, rank RNG states
 (the run continues, not bitwise identical). A finished checkpoint is never continued: the next run
 starts fresh.
 
-Signals: SIGTERM/SIGINT set a flag; at the next optimizer step all ranks agree to stop, the
-checkpoint is saved at that step and `Interrupted` is raised (the stage exits 128 + signal).
+Signals: SIGTERM/SIGINT set a flag; at the next sync point (every `train.sync_every` optimizer
+steps, each step checkpoint, the epoch's end) all ranks agree to stop, the checkpoint is saved at
+that step and `Interrupted` is raised (the stage exits 128 + signal).
 
 Test hook: `TINYCLF_FAIL_RANK=<rank>` makes that rank raise just before its first training step
 (used to test that one failing rank fails the whole torchrun job quickly). It has no other effect.
