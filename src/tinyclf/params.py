@@ -20,7 +20,7 @@ import yaml
 
 from tinyclf.errors import TinyclfError
 
-DATASETS = ("tiny-imagenet", "cifar10")
+DATASETS = ("tiny-imagenet", "cifar10", "folder")
 # Official archives (DESIGN.md): URL, file name under data/raw/, md5.
 OFFICIAL = {
     "tiny-imagenet": {
@@ -35,6 +35,10 @@ OFFICIAL = {
     },
 }
 NATIVE_IMAGE_SIZE = {"tiny-imagenet": 64, "cifar10": 32}
+# Your own images (data.dataset: folder): class folders, packed by the download stage into one
+# deterministic archive under this name (a directory source), or kept as fetched (an archive source).
+FOLDER_ARCHIVE_STEM = "images"
+FOLDER_ARCHIVE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz")
 
 
 # Names users bring from other tools; difflib alone would not map them to ours.
@@ -68,6 +72,10 @@ def _f(default, **constraints):
 class DataParams:
     dataset: str = _f("tiny-imagenet", choices=DATASETS)
     image_size: int = _f(0, ge=0, le=1024)
+    # folder datasets: how a non-square image becomes square, and the share of each class held out
+    # for validation when the source has no val/ folder.
+    resize: str = _f("center_crop", choices=("center_crop", "squash", "pad"))
+    val_fraction: float = _f(0.2, gt=0, lt=1)
 
     def resolved_image_size(self) -> int:
         """The side length of prepared images: image_size, or the dataset's native size when 0."""
@@ -75,8 +83,14 @@ class DataParams:
 
 
 def prepared_image_size(dataset: str, image_size: int) -> int:
-    """`data.image_size` resolved: the side length of prepared images (0 means the dataset's native size)."""
-    return image_size or NATIVE_IMAGE_SIZE[dataset]
+    """`data.image_size` resolved: the side length of prepared images (0 means the dataset's native size;
+    a folder dataset has none, so params validation requires image_size > 0 for it)."""
+    if image_size:
+        return image_size
+    if dataset not in NATIVE_IMAGE_SIZE:
+        raise ParamsError(f"data.image_size must be set (> 0) for data.dataset={dataset}: its images have no "
+                          "common size; typical: 64-224")
+    return NATIVE_IMAGE_SIZE[dataset]
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,11 @@ class TrainParams:
     deterministic: bool = _f(False)
     checkpoint_every_steps: int = _f(0, ge=0)
     sync_every: int = _f(50, ge=1, le=100000)
+    # Starting weights: none (from scratch), a path (tinyclf model file, or a timm/torchvision state
+    # dict as .pt/.pth/.safetensors), or timm:<name> (timm's pretrained weights; needs the internet).
+    init: str = _f("none")
+    # Class-balanced sampling of the train split: none or sampler.
+    balance: str = _f("none", choices=("none", "sampler"))
 
     @property
     def mixup_active(self) -> bool:
@@ -200,6 +219,15 @@ def _check_cross_field(params: Params, where: str) -> None:
             f"{where}: download.generated.num_classes must be 10 for data.dataset=cifar10 "
             f"(the CIFAR-10 format has exactly 10 classes), got {g.num_classes}"
         )
+    if d.dataset == "folder":
+        if d.image_size == 0:
+            raise ParamsError(f"{where}: data.image_size must be set (> 0) for data.dataset=folder: own images have "
+                              "no common size; typical: 64-224 (e.g. -S data.image_size=96)")
+        if params.download.kind in ("official", "generated"):
+            raise ParamsError(f"{where}: download.source must be your images for data.dataset=folder: a directory, "
+                              f"a .zip/.tar/.tar.gz archive or an http(s) URL of one; got {params.download.source!r}")
+    if t.init.startswith("timm:") and not t.init[len("timm:"):]:
+        raise ParamsError(f"{where}: train.init timm:<name> needs a model name, e.g. timm:resnet50.a1_in1k")
     lo, hi = t.rrc_scale
     if not (0 < lo <= hi <= 1):
         raise ParamsError(f"{where}: train.rrc_scale must be [min, max] with 0 < min <= max <= 1, got {t.rrc_scale}")
@@ -323,5 +351,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def archive_filename(dataset: str) -> str:
-    """The name the download stage gives the archive under data/raw/ (the official one, whatever the source)."""
+    """The name the download stage gives the archive under data/raw/ (the official one, whatever the source).
+    Folder datasets keep their archive's own kind: see `folder_archive_filename`."""
     return OFFICIAL[dataset]["filename"]
+
+
+def folder_archive_filename(source: str) -> str:
+    """The name under data/raw/ of a folder dataset fetched from `source`: images.<its archive suffix>,
+    or images.tar for a directory (which the download stage packs)."""
+    name = source.rstrip("/").split("?")[0].lower()
+    for suffix in sorted(FOLDER_ARCHIVE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FOLDER_ARCHIVE_STEM + (".tar.gz" if suffix == ".tgz" else suffix)
+    return FOLDER_ARCHIVE_STEM + ".tar"
