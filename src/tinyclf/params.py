@@ -76,6 +76,7 @@ class DataParams:
     # for validation when the source has no val/ folder.
     resize: str = _f("center_crop", choices=("center_crop", "squash", "pad"))
     val_fraction: float = _f(0.2, gt=0, lt=1)
+    split_seed: int = _f(0, ge=0)
 
     def resolved_image_size(self) -> int:
         """The side length of prepared images: image_size, or the dataset's native size when 0."""
