@@ -3,7 +3,10 @@
     python stages/download.py --out data/raw [--params params.yaml]
 
 The source is `download.source` in params.yaml: official (published URL + md5), generated (a
-small synthetic dataset in the official format), an http(s) mirror, or a local archive path.
+small synthetic dataset in the official format), an http(s) mirror, or a local archive path; for
+data.dataset folder, a directory of class folders (packed into one deterministic images.tar) or a
+.zip / .tar / .tar.gz of one (a .tar.gz is unpacked to images.tar). dvc.yaml runs it in
+stages/sources/ (see the comment there), passing --params and --out relative to that folder.
 """
 
 from __future__ import annotations

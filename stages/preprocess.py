@@ -2,8 +2,8 @@
 
     python stages/preprocess.py --raw data/raw --out data/prepared [--params params.yaml]
 
-Reads the one archive in --raw (named after data.dataset: tiny-imagenet-200.zip or
-cifar-10-python.tar.gz) straight from the archive, decodes it on preprocess.workers processes and
+Reads the one archive in --raw (named after data.dataset: tiny-imagenet-200.zip,
+cifar-10-python.tar.gz, or images.tar / images.zip for your own images) straight from the archive, decodes it on preprocess.workers processes and
 writes {train,val}/{images,labels}.npy, classes.json and stats.json into --out, which is replaced
 only when everything succeeded.
 """
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             workers=params.preprocess.workers,
             on_corrupt=params.preprocess.on_corrupt,
             progress=not args.no_progress,
+            resize=params.data.resize,
+            val_fraction=params.data.val_fraction,
+            split_seed=params.data.split_seed,
         )
         print(f"prepared {args.out}: {summary.describe()}")
 

@@ -1,5 +1,5 @@
 """Image files that promise far more pixels than their bytes: real, decodable, built without ever
-holding the pixels (the PNG's rows are streamed through zlib)."""
+holding the pixels (the rows are streamed through zlib)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,25 @@ def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     idat = b"".join(parts) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def tiff_bomb(width: int = 20000, height: int = 20000, *, byteorder: str = "<", short_sizes: bool = False) -> bytes:
+    """A valid 8-bit grayscale TIFF of `width` x `height` black pixels in one Deflate strip: about
+    400 KB for 20000². `byteorder` "<" writes a little-endian file (II), ">" a big-endian one (MM);
+    `short_sizes` stores the width and height as SHORT fields (16-bit) rather than LONG."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * width
+    strip = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    size_type = 3 if short_sizes else 4
+    entries = [  # (tag, field type, value), sorted by tag as TIFF requires; 3 = SHORT, 4 = LONG
+        (256, size_type, width), (257, size_type, height), (258, 3, 8), (259, 3, 8),  # 8 bits, Deflate
+        (262, 3, 1), (273, 4, None), (277, 3, 1), (278, 4, height), (279, 4, len(strip)),  # black is zero
+    ]
+    strip_at = 8 + 2 + 12 * len(entries) + 4  # header, entry count, entries, next-directory offset
+    ifd = struct.pack(byteorder + "H", len(entries))
+    for tag, kind, value in entries:
+        value = strip_at if value is None else value
+        field = struct.pack(byteorder + "H", value) + b"\x00\x00" if kind == 3 else struct.pack(byteorder + "I", value)
+        ifd += struct.pack(byteorder + "HHI", tag, kind, 1) + field  # one value, left-justified in 4 bytes
+    header = (b"II" if byteorder == "<" else b"MM") + struct.pack(byteorder + "HI", 42, 8)
+    return header + ifd + struct.pack(byteorder + "I", 0) + strip

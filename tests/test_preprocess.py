@@ -149,8 +149,8 @@ def test_tiny_imagenet_arrays_labels_and_classes(tiny_zip, tmp_path):
     stats = arrays.load_stats(out)
     assert stats == summary.stats
     assert stats["dataset"] == "tiny-imagenet" and stats["image_size"] == [64, 64] and stats["generated"] is False
-    assert stats["splits"]["train"]["converted"] == {"grayscale": 1, "cmyk": 1, "rgba": 1, "other": 1}
-    assert stats["splits"]["val"]["converted"] == {"grayscale": 1, "cmyk": 0, "rgba": 0, "other": 0}
+    assert stats["splits"]["train"]["converted"] == {"grayscale": 1, "palette": 1, "cmyk": 1, "rgba": 1, "16bit": 0, "other": 0}
+    assert stats["splits"]["val"]["converted"] == {"grayscale": 1, "palette": 0, "cmyk": 0, "rgba": 0, "16bit": 0, "other": 0}
     assert stats["splits"]["train"]["per_class"] == [TRAIN_PER_CLASS] * 3
     assert stats["splits"]["val"]["per_class"] == [VAL_LABELS.count(w) for w in WNIDS]
     assert stats["splits"]["train"]["count"] == 36 and stats["splits"]["val"]["count"] == 6
@@ -363,7 +363,7 @@ def test_cifar10_equals_torchvision(cifar_archive, tmp_path):
     assert [c["id"] for c in classes["classes"]][:2] == ["airplane", "automobile"]
     stats = arrays.load_stats(tmp_path / "p")
     assert stats["generated"] is True and stats["splits"]["train"]["per_class"] == [15] * 10
-    assert stats["splits"]["train"]["converted"] == {"grayscale": 0, "cmyk": 0, "rgba": 0, "other": 0}
+    assert stats["splits"]["train"]["converted"] == {"grayscale": 0, "palette": 0, "cmyk": 0, "rgba": 0, "16bit": 0, "other": 0}
 
 
 def test_cifar10_resize(cifar_archive, tmp_path):
@@ -442,7 +442,7 @@ def test_decode_image_conversions():
         "grayscale": _jpeg((77, 77, 77), mode="L", size=8),
         "rgba": _png(Image.new("RGBA", (8, 8), (1, 2, 3, 4))),
         "cmyk": _jpeg((200, 40, 40), mode="CMYK", size=8),
-        "other": _png(gray16),
+        "16bit": _png(gray16),
         None: _png(Image.new("RGB", (8, 8), (5, 6, 7))),
     }
     for kind, data in cases.items():
@@ -450,7 +450,7 @@ def test_decode_image_conversions():
         assert conversion == kind and not resized
         assert img.shape == (8, 8, 3) and img.dtype == np.uint8
     assert (decode_image(cases[None], 8)[0] == (5, 6, 7)).all()  # RGB order, not OpenCV's BGR
-    assert (decode_image(cases["other"], 8)[0] == 85).all()  # 16-bit scaled to 8-bit
+    assert (decode_image(cases["16bit"], 8)[0] == 85).all()  # 16-bit scaled to 8-bit
     out = np.zeros((4, 4, 3), np.uint8)
     img, _, resized = decode_image(cases[None], 4, out=out)
     assert resized and (out == (5, 6, 7)).all()

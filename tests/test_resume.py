@@ -1,8 +1,8 @@
 """Interrupt and resume: kill -9 mid-epoch, SIGTERM, then resume to the same weights as an uninterrupted run,
 with the data loaded per image by workers and with the data and augmentation on the device.
 
-CPU, one thread, deterministic: the data order depends only on (seed, epoch), augmentation on
-(seed, epoch, index), and every RNG state is in the checkpoint, so the resumed run must match the
+CPU, one thread, deterministic: the data order depends only on (seed, epoch) (class-balanced draws
+with train.balance: sampler too), augmentation on (seed, epoch, index or draw position), and every RNG state is in the checkpoint, so the resumed run must match the
 uninterrupted one bit for bit. Mixup, random erasing and EMA are on to make that a real claim
 (they consume numpy, python and torch random streams).
 """
@@ -54,14 +54,14 @@ def wait_for_checkpoint(path, proc, newer_than_update: int = -1, timeout: float 
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.parametrize("backend", ["workers", "device"])
-def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path, backend):
+@pytest.mark.parametrize("backend, balance", [("workers", "none"), ("device", "none"), ("workers", "sampler")])
+def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path, backend, balance):
     prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=32, val_per_class=8)
     # 8 optimizer steps per epoch, 3 epochs; step checkpoints every 3 steps land mid-epoch.
     tree = shrunk_params(train__model="test_resnet", train__crop="pad_crop", train__lr=0.4, train__epochs=3,
                          train__deterministic=True, train__checkpoint_every_steps=3, train__mixup=0.2,
                          train__cutmix=1.0, train__random_erasing=0.25, train__ema=True, train__save_weights="ema",
-                         train__aug_backend=backend)
+                         train__aug_backend=backend, train__balance=balance)
     params_file = write_params(tmp_path / "params.yaml", tree)
 
     ref = tmp_path / "ref"

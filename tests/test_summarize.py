@@ -150,3 +150,62 @@ def test_missing_evaluate_output_is_a_clear_error(pipeline, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "metrics.json: missing" in err
     assert not out.exists()
+
+
+def rewrite(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_report_warns_of_imbalance_and_says_what_the_weights_started_from(pipeline, tmp_path):
+    """A skewed train split (stats.json without class_balance, as written before preprocess recorded
+    it) and a model file whose meta records train.init: the report and card say both."""
+    import shutil
+
+    from tinyclf.model_file import read_model_file, save_model_file
+
+    p = dict(pipeline, prepared=tmp_path / "prepared", model=tmp_path / "model.pt")
+    shutil.copytree(pipeline["prepared"], p["prepared"])
+    rewrite(p["prepared"] / "stats.json", lambda s: s["splits"]["train"].update(per_class=[60, 6, 5, 4]))
+    payload = read_model_file(pipeline["model"])
+    init = {"source": "/somewhere/start.pt", "kind": "file", "description": "a state dict", "md5": "ab" * 16,
+            "loaded": 60, "total": 62, "unused": 2, "classifier_reinitialised": True,
+            "not_loaded": [{"module": "fc", "tensors": ["weight", "bias"],
+                            "reason": "classifier: re-initialised for 4 classes (10 in the source)"}]}
+    save_model_file(p["model"], payload["state_dict"], {**payload["meta"], "init": init})
+    out = tmp_path / "summary"
+    assert summarize(p, out) == 0
+    report, card = (out / "report.md").read_text(), (out / "model_card.md").read_text()
+    warning = ("> **⚠ Imbalanced classes:** the largest class has 60 train images and the smallest 4 (15×); "
+               "rare classes are seen less often in training; try class-balanced sampling (`train.balance: sampler`")
+    assert warning in report.split("## Dataset")[0]  # at the top
+    assert "| 0 | thing 0, synthetic class | 60 | 6 |" in report and "| 3 | thing 3, synthetic class | 4 | 6 |" in report
+    started = ("`start.pt` (a state dict, md5 `abababababababababababababababab`): 60 of 62 tensors loaded, "
+               "classifier re-initialised; 2 tensors of the source unused")
+    assert f"- **Initial weights:** {started}" in report
+    assert "  - `fc` (weight, bias): classifier: re-initialised for 4 classes (10 in the source)" in report
+    assert f"- Initial weights: {started}" in card and "strongly imbalanced" in card
+    assert "/somewhere" not in report + card
+
+
+def test_report_of_a_model_from_scratch_and_balanced_data(summary):
+    report, card = (summary / "report.md").read_text(), (summary / "model_card.md").read_text()
+    assert "Imbalanced" not in report and "imbalanced" not in card
+    assert "- **Initial weights:** from scratch" in report and "- Initial weights: from scratch" in card
+    assert "Images per class:" in report and "| 0 | thing 0, synthetic class | 6 | 6 |" in report
+
+
+def test_class_counts_of_200_classes_stay_short():
+    from tinyclf.report import Inputs, _class_counts_lines
+
+    train = [500] * 200
+    train[17], train[42] = 3, 900
+    classes = {"classes": [{"index": i, "id": f"n{i}", "name": f"class {i}"} for i in range(200)]}
+    stats = {"splits": {"train": {"per_class": train}, "val": {"per_class": [50] * 200}}}
+    inputs = Inputs(params=None, classes=classes, stats=stats, meta={}, table={}, train_summary={}, series={},
+                    run=None, metrics={}, speed={}, per_class={})
+    text = "\n".join(_class_counts_lines(inputs))
+    assert "min 3, median 500, max 900 over 200 classes" in text
+    assert text.count("\n| ") == 2 + 5 + 1 + 5 - 1  # header, align, 5 smallest, "…", 5 largest
+    assert "| 17 | class 17 | 3 | 50 |" in text and "| 42 | class 42 | 900 | 50 |" in text

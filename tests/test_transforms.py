@@ -18,10 +18,12 @@ from helpers import REPO
 from tinyclf.arrays import PreparedDataError
 from tinyclf.params import TrainParams
 from tinyclf.transforms import (
+    BalancedDraw,
     EpochSampler,
     PreparedDataset,
     build_augment,
     epoch_order,
+    epoch_positions,
     make_loader,
     seed_augment,
     to_model_input,
@@ -244,12 +246,19 @@ def test_policies_build_and_change_images(policy):
     assert changed >= 20
 
 
+@pytest.mark.parametrize("balanced", [False, True], ids=["permutation", "balanced"])
 @pytest.mark.parametrize("length, world", [(24, 1), (23, 2), (10, 3), (2, 4)])
-def test_epoch_order_is_the_samplers_order(length, world):
-    """The device backend's per-epoch order (one tensor) is the DataLoader sampler's, padding included."""
+def test_epoch_order_is_the_samplers_order(length, world, balanced):
+    """The device backend's per-epoch order (one tensor) is the DataLoader sampler's, padding included;
+    with train.balance: sampler too, where both also key augmentation by the same epoch positions."""
+    balance = BalancedDraw(np.arange(length) % 3 == 0) if balanced else None  # a skewed 2-class split
     for rank in range(world):
         for epoch in (0, 3):
-            sampler = EpochSampler(length, num_replicas=world, rank=rank, seed=5)
+            sampler = EpochSampler(length, num_replicas=world, rank=rank, seed=5, balance=balance)
             sampler.set_epoch(epoch)
-            expected = [index for index, _ in sampler]
-            assert epoch_order(length, seed=5, epoch=epoch, num_replicas=world, rank=rank).tolist() == expected
+            items = list(sampler)
+            expected = [item[0] for item in items]
+            assert epoch_order(length, seed=5, epoch=epoch, num_replicas=world, rank=rank,
+                               balance=balance).tolist() == expected
+            if balanced:
+                assert [item[2] for item in items] == epoch_positions(length, num_replicas=world, rank=rank).tolist()

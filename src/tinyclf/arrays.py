@@ -35,7 +35,7 @@ IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
-CONVERTED_KINDS = ("grayscale", "cmyk", "rgba", "other")
+CONVERTED_KINDS = ("grayscale", "palette", "cmyk", "rgba", "16bit", "other")  # tinyclf.images.CONVERSIONS
 # A train split whose largest class has this many times the images of its smallest is called
 # imbalanced (stats.json, the preprocess log and the report warn; train.balance: sampler helps).
 # 10x: past it, an unweighted model measurably neglects the small classes (Buda et al. 2018 see

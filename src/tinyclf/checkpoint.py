@@ -3,12 +3,14 @@ refusal of a checkpoint made with parameters that change the result.
 
 `RunCheckpoint` pairs the two halves a run uses: `save(progress)` (every rank calls it: it
 gathers their RNG states and sums; rank 0 writes atomically) and, on start, `load_for_resume()`
-then `restore(state, progress)`.
+then `restore(state, progress)`. `resume_state(checkpoint_dir, fingerprint, info)` is the same
+decision before the trainables exist: a fresh run loads `train.init`, a resumed one must not.
 
 One file, written by rank 0, holding:
   format, fingerprint, complete (the run finished), epoch (epochs completed), update (optimizer
   steps in total), micro_in_epoch (micro-batches of epoch `epoch` already consumed: 0 at an epoch
-  boundary), model / ema / optimizer / scheduler / scaler state dicts, world_size, and `ranks`: one
+  boundary), model / ema / optimizer / scheduler / scaler state dicts, init (what the run's starting
+  weights were, `tinyclf.init_weights`: the resumed run reports it too), world_size, and `ranks`: one
   entry per rank (gathered to rank 0) with that rank's RNG states (torch CPU, CUDA, numpy, python)
   and its running sums of the unfinished epoch.
 Everything is a tensor or a plain type, so `torch.load(weights_only=True)` reads it.
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
 CHECKPOINT_NAME = "last.pt"
 # train keys that change only speed or bookkeeping, not the numbers a run produces. Every other
-# train key and the whole data section are in the fingerprint.
+# train key (init and balance included) and the whole data section are in the fingerprint.
 NOT_IN_FINGERPRINT = frozenset({
     "workers", "prefetch_factor", "compile", "channels_last", "nproc_per_node",
     "checkpoint_every_steps", "deterministic", "sync_every",
@@ -125,15 +127,34 @@ def resume_decision(path: str | Path, current_fingerprint: dict) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------ a run's state
+def resume_state(checkpoint_dir: str | Path, fingerprint: dict, info: DistInfo) -> dict | None:
+    """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused.
+
+    Only rank 0 is sure to see the file (several nodes): it decides and sends the state to the others.
+    """
+    decision = None
+    if info.is_main:
+        try:
+            decision = ("ok", resume_decision(checkpoint_path(checkpoint_dir), fingerprint))
+        except CheckpointError as exc:
+            decision = ("error", str(exc))
+    kind, state = distributed.broadcast_from_main(decision, info)
+    if kind == "error":
+        raise CheckpointError(state)
+    return state
+
+
 @dataclass
 class Trainables:
-    """The objects whose state a checkpoint holds. `ema` is timm's ModelEmaV3; `scaler` exists for fp16 only."""
+    """The objects whose state a checkpoint holds. `ema` is timm's ModelEmaV3; `scaler` exists for fp16
+    only; `init` is the record of the starting weights (`tinyclf.init_weights.apply_init`)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     ema: Any | None = None
     scaler: torch.amp.GradScaler | None = None
+    init: dict | None = None
 
 
 class RunCheckpoint:
@@ -146,20 +167,8 @@ class RunCheckpoint:
         self.info = info
 
     def load_for_resume(self) -> dict | None:
-        """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused.
-
-        Only rank 0 is sure to see the file (several nodes): it decides and sends the state to the others.
-        """
-        decision = None
-        if self.info.is_main:
-            try:
-                decision = ("ok", resume_decision(self.path, self.fingerprint))
-            except CheckpointError as exc:
-                decision = ("error", str(exc))
-        kind, state = distributed.broadcast_from_main(decision, self.info)
-        if kind == "error":
-            raise CheckpointError(state)
-        return state
+        """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused."""
+        return resume_state(self.path.parent, self.fingerprint, self.info)
 
     def restore(self, state: dict, progress: Progress) -> bool:
         """Load `state` into the trainables and `progress`. Returns True when this rank's RNG streams and
@@ -173,6 +182,7 @@ class RunCheckpoint:
         _load_scheduler_state(parts.scheduler, state["scheduler"])
         if parts.scaler is not None and state.get("scaler"):
             parts.scaler.load_state_dict(state["scaler"])
+        parts.init = state.get("init")  # the starting weights are the interrupted run's, not loaded again
         progress.epoch = int(state["epoch"])
         progress.update = int(state["update"])
         progress.micro_in_epoch = int(state["micro_in_epoch"])
@@ -203,6 +213,7 @@ class RunCheckpoint:
             "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             "optimizer": parts.optimizer.state_dict(), "scheduler": _scheduler_state(parts.scheduler),
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else None, "ranks": ranks,
+            "init": parts.init,
             # Completed epochs only: the current epoch's partial time travels in the ranks' sums.
             "train_seconds": progress.run_seconds, "train_images": progress.run_images,
         })

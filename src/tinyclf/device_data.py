@@ -7,7 +7,9 @@ batches gathered there by index. No DataLoader, no worker processes, no host-to-
 - `DeviceTrainBatches` yields one epoch's augmented micro-batches of this rank in the order of the
   `workers` path (`transforms.epoch_order`, EpochSampler's: the same permutation for any number of processes,
   rank r taking every world-th index), so a resumed epoch skips exactly the consumed micro-batches.
-  The order is built on the host once per epoch and copied to the device once.
+  The order is built on the host once per epoch and copied to the device once. With
+  `train.balance: sampler` the order is `transforms.BalancedDraw`'s (the workers path's too) and
+  each draw's augmentation is keyed by its position in the epoch instead of its image index.
 - `DeviceValBatches` yields this rank's shard of the val split (indices[rank::world]), unaugmented.
 """
 
@@ -23,7 +25,7 @@ import torch
 
 from tinyclf import arrays
 from tinyclf.device_augment import DeviceAugment
-from tinyclf.transforms import epoch_order
+from tinyclf.transforms import BalancedDraw, epoch_order, epoch_positions
 
 # GPU memory left free for the model, activations and the allocator when placing a split.
 HEADROOM = 4 * 2**30
@@ -36,7 +38,8 @@ class DeviceSplit:
     def __init__(self, prepared_dir: str | Path, split: str, device: torch.device):
         images, labels = arrays.load_split(prepared_dir, split, mmap=True)  # PreparedDataError names a bad file
         self.device = device
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.host_labels = np.asarray(labels, dtype=np.int64)  # for a class-balanced order, built on the host
+        self.labels = torch.from_numpy(self.host_labels).to(device)
         self.images, self.on_device = _place(images, device, f"the {split} split")
 
     def __len__(self) -> int:
@@ -73,18 +76,23 @@ class DeviceTrainBatches:
     """This rank's augmented micro-batches of one epoch, as (model input, labels) on the device."""
 
     def __init__(self, split: DeviceSplit, augment: DeviceAugment, *, per_rank: int, micro_per_epoch: int,
-                 seed: int, world: int, rank: int):
+                 seed: int, world: int, rank: int, balance: BalancedDraw | None = None):
         self.split, self.augment = split, augment
         self.per_rank, self.micro_per_epoch = per_rank, micro_per_epoch
         self.seed, self.world, self.rank = seed, world, rank
+        self.balance = balance
+        if balance is not None:  # a balanced epoch keys augmentation by position: the same every epoch
+            self.positions = epoch_positions(len(split), num_replicas=world, rank=rank).to(split.device)
 
     def epoch(self, epoch: int, skip_micro: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's micro-batches from micro-batch `skip_micro` on (a resumed epoch skips the consumed ones)."""
         order = epoch_order(len(self.split), seed=self.seed, epoch=epoch, num_replicas=self.world,
-                            rank=self.rank).to(self.split.device)
+                            rank=self.rank, balance=self.balance).to(self.split.device)
+        keys = order if self.balance is None else self.positions
         for micro in range(skip_micro, self.micro_per_epoch):
-            indices = order[micro * self.per_rank:(micro + 1) * self.per_rank]
-            yield self.augment(self.split.gather(indices), indices, epoch), self.split.labels[indices]
+            window = slice(micro * self.per_rank, (micro + 1) * self.per_rank)
+            indices = order[window]
+            yield self.augment(self.split.gather(indices), keys[window], epoch), self.split.labels[indices]
 
 
 class DeviceValBatches:

@@ -11,6 +11,7 @@ into place. A wrong checksum deletes the partial data: nothing half-written is e
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -18,6 +19,7 @@ import shutil
 import sys
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +27,11 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from tinyclf import atomic
 from tinyclf.datasets.generated import write_archive
 from tinyclf.errors import TinyclfError
-from tinyclf.params import OFFICIAL, Params, archive_filename
+from tinyclf.packing import check_source_directory, pack_directory
+from tinyclf.params import FOLDER_ARCHIVE_STEM, OFFICIAL, Params, archive_filename, folder_archive_filename
 
 CHUNK = 1 << 20
 # Statuses worth another attempt: the server may recover. Anything else (404, 403 …) is final.
@@ -48,7 +52,7 @@ class _Retry(Exception):
 class DownloadPlan:
     """What the download stage will do, resolved from params."""
 
-    kind: str  # official | url | path | generated
+    kind: str  # official | url | path | generated | directory (a folder dataset's folder, packed)
     source: str  # URL or local path ("generated" for the generated kind)
     md5: str | None  # expected md5; None for generated archives (nothing to verify against)
     filename: str  # the archive's name under data/raw/ (always the official one)
@@ -59,6 +63,11 @@ def plan_download(params: Params) -> DownloadPlan:
     dataset = params.data.dataset
     dl = params.download
     kind = dl.kind
+    if dataset == "folder":
+        if kind == "path" and Path(dl.source).is_dir():
+            return DownloadPlan("directory", dl.source, None, f"{FOLDER_ARCHIVE_STEM}.tar")
+        # Own archives have no published md5: checked only when download.md5 names one.
+        return DownloadPlan(kind, dl.source, dl.md5.lower() or None, folder_archive_filename(dl.source))
     official = OFFICIAL[dataset]
     filename = archive_filename(dataset)
     if kind == "official":
@@ -76,6 +85,8 @@ def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, 
     if plan.kind == "path":
         # Before anything in out_dir is removed: a mistyped path must not cost the archive already there.
         _check_path_source(Path(plan.source), out_dir)
+    if plan.kind == "directory":
+        check_source_directory(Path(plan.source), out_dir)
     _clear_out_dir(out_dir, keep={dest.name + ".part"} if plan.kind in ("official", "url") else set())
     if plan.kind == "generated":
         g = params.download.generated
@@ -87,10 +98,62 @@ def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, 
         )
         return write_archive(params.data.dataset, dest, num_classes=g.num_classes, train_per_class=g.train_per_class,
                              val_per_class=g.val_per_class, test_images=g.test_images, seed=g.seed)
+    if plan.kind == "directory":
+        return _pack_folder(Path(plan.source), dest, progress)
+    official_dataset = params.data.dataset if params.data.dataset in OFFICIAL else None
     fetch(plan.source, dest, md5=plan.md5, retries=params.download.retries, timeout=params.download.timeout,
-          progress=progress, backoff=backoff, dataset=params.data.dataset)
+          progress=progress, backoff=backoff, dataset=official_dataset)
+    if official_dataset is None:
+        return _own_archive(dest, plan)
     print(f"{dest}: {dest.stat().st_size} bytes from {plan.source}, md5 {plan.md5} verified", file=sys.stderr)
     return dest
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    _hash_file(path, digest)
+    return digest.hexdigest()
+
+
+def _pack_folder(source: Path, dest: Path, progress: bool) -> Path:
+    report = pack_directory(source, dest, progress=progress)
+    print(f"{dest}: packed {source}: {report.describe()}; md5 {_file_md5(dest)}", file=sys.stderr)
+    return dest
+
+
+def _own_archive(dest: Path, plan: DownloadPlan) -> Path:
+    """A fetched archive of class folders: refuse what is not a zip, tar or tar.gz (deleting it),
+    and unpack a tar.gz to a plain tar, which preprocess can read members of in any order."""
+    with open(dest, "rb") as fh:
+        head = fh.read(512)
+    checked = f"md5 {plan.md5} verified" if plan.md5 else f"md5 {_file_md5(dest)} (set download.md5 to pin it)"
+    if head[:2] == b"\x1f\x8b":
+        tar = dest.with_name(f"{FOLDER_ARCHIVE_STEM}.tar")
+        try:
+            _gunzip(dest, tar)
+        finally:
+            dest.unlink()
+        dest = tar
+    elif head[:4] not in (b"PK\x03\x04", b"PK\x05\x06") and head[257:262] != b"ustar":
+        dest.unlink()
+        raise DownloadError(f"{plan.source}: not a zip, tar or tar.gz archive (starts {head[:8]!r}); nothing was kept")
+    print(f"{dest}: {dest.stat().st_size:,} bytes from {plan.source}, {checked}", file=sys.stderr)
+    return dest
+
+
+def _gunzip(src: Path, dest: Path) -> None:
+    try:
+        with gzip.open(src, "rb") as fin, atomic.atomic_path(dest) as tmp, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, CHUNK)
+            fout.flush()
+        with open(dest, "rb") as fh:
+            if fh.read(512)[257:262] != b"ustar":
+                raise DownloadError(f"{src.name}: a gzip file that does not hold a tar archive")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DownloadError(f"{src.name}: a broken gzip file ({exc})") from None
+    except DownloadError:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 def _clear_out_dir(out_dir: Path, keep: set[str]) -> None:

@@ -131,7 +131,7 @@ def save_model_file(path: str | Path, model: nn.Module | Mapping[str, torch.Tens
     atomic.write_bytes(path, buffer.getvalue())
 
 
-def _load_error_text(exc: Exception) -> str:
+def load_error_text(exc: Exception) -> str:
     """One line from torch.load's error: the weights-only unpickler's reason when it gave one."""
     text = str(exc)
     marker = "WeightsUnpickler error:"
@@ -151,7 +151,7 @@ def read_model_file(path: str | Path, map_location: Any = "cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler fail in many ways
-        raise ModelFileError(f"{path}: not a readable model file (corrupt or truncated?): {_load_error_text(exc)}") from None
+        raise ModelFileError(f"{path}: not a readable model file (corrupt or truncated?): {load_error_text(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path}: not a tinyclf model file (expected format {MODEL_FILE_FORMAT!r}, found {found!r})")

@@ -1,7 +1,10 @@
 """The summarize stage: a readable report and a model card from what the earlier stages wrote.
 
 Reads only: the prepared `classes.json`/`stats.json`, the model file, the train stage's DVCLive
-directory (+ `run.json`), the evaluate stage's outputs and the params. Writes `report.md`,
+directory (+ `run.json`), the evaluate stage's outputs and the params. Images per class come from
+stats.json (`splits.<split>.per_class`), and a strongly imbalanced train split (`class_balance`,
+`tinyclf.arrays.class_balance`) gets a warning at the top; the starting weights (`train.init`)
+from the model file's meta `init`. Writes `report.md`,
 `model_card.md` and `training_curves.png`. Nothing in them depends on the clock or on where the
 repository lives (no timestamps, no absolute paths), so unchanged inputs give identical bytes.
 """
@@ -25,6 +28,10 @@ from tinyclf.params import Params
 
 # The result this project reproduces (README): the reference ResNet-50 on Tiny ImageNet.
 REFERENCE_TOP1 = 0.70
+# Classes up to which the report lists every class's image counts; above, the extremes only.
+FULL_COUNTS_MAX = 20
+EXTREME_CLASSES = 5  # smallest and largest classes listed when not all are
+INIT_GROUPS_SHOWN = 10  # not-loaded layers listed under "Initial weights"
 REFERENCE_TEXT = "70% top-1 on the Tiny ImageNet validation set with the reference ResNet-50, about 50 minutes on 3× NVIDIA A40"
 CURVES_FILE = "training_curves.png"
 GENERATED_BANNER = (
@@ -206,6 +213,66 @@ def _split_counts(stats: dict) -> dict[str, int]:
     return {split: int(info.get("count", 0)) for split, info in stats.get("splits", {}).items()}
 
 
+def train_balance(stats: dict) -> dict | None:
+    """stats.json's `class_balance` of the train split, computed here for a stats.json written before
+    preprocess recorded it; None without per-class counts."""
+    if isinstance(stats.get("class_balance"), dict):
+        return stats["class_balance"]
+    per_class = stats.get("splits", {}).get("train", {}).get("per_class")
+    return arrays.class_balance(per_class) if per_class else None
+
+
+def _trained_with(inputs: Inputs, key: str) -> Any:
+    """A train param as the model was trained with it (the model file's params), else params.yaml's."""
+    recorded = inputs.meta.get("params", {}).get("train", {})
+    return recorded[key] if key in recorded else getattr(inputs.params.train, key)
+
+
+def imbalance_warning(inputs: Inputs) -> str | None:
+    """The warning for a strongly imbalanced train split (arrays.class_balance), or None."""
+    balance = train_balance(inputs.stats)
+    if not balance or not balance.get("imbalanced"):
+        return None
+    extremes = (f"the largest class has {balance['max']:,} train images and the smallest {balance['min']:,}"
+                + (f" ({balance['ratio']:g}×)" if balance.get("ratio") else " (a class has none)"))
+    if _trained_with(inputs, "balance") == "sampler":
+        advice = "this run used `train.balance: sampler` (class-balanced sampling)."
+    else:
+        advice = ("rare classes are seen less often in training; try class-balanced sampling "
+                  "(`train.balance: sampler`, e.g. `dvc exp run -S train.balance=sampler`) and compare the "
+                  "per-class accuracy.")
+    return f"> **⚠ Imbalanced classes:** {extremes}; {advice}"
+
+
+def init_text(meta: dict) -> str:
+    """Where the weights started: from scratch, or what `train.init` loaded (the model file's `init`)."""
+    record = meta.get("init")
+    init = meta.get("params", {}).get("train", {}).get("init", "none")
+    if record is None:
+        return "from scratch" if init == "none" else f"`{_init_source(init)}` (what was loaded was not recorded)"
+    if record.get("source") == "none":
+        return "from scratch (`train.init: none`)"
+    md5 = f", md5 `{record['md5']}`" if record.get("md5") else ""
+    classifier = ", classifier re-initialised" if record.get("classifier_reinitialised") else ""
+    unused = f"; {record['unused']:,} tensors of the source unused" if record.get("unused") else ""
+    return (f"`{_init_source(record['source'])}` ({record['description']}{md5}): {record['loaded']:,} of "
+            f"{record['total']:,} tensors loaded{classifier}{unused}")
+
+
+def _init_source(source: str) -> str:
+    """train.init without absolute paths (the report holds none): a path shows its file name."""
+    return Path(source).name if Path(source).is_absolute() else source
+
+
+def _init_not_loaded_lines(meta: dict) -> list[str]:
+    groups = (meta.get("init") or {}).get("not_loaded") or []
+    lines = [f"  - `{g['module']}` ({', '.join(g['tensors'])}): {g['reason']}" if g["tensors"]
+             else f"  - {g['module']} {g['reason']}" for g in groups[:INIT_GROUPS_SHOWN]]
+    if len(groups) > INIT_GROUPS_SHOWN:
+        lines.append(f"  - … and {len(groups) - INIT_GROUPS_SHOWN} more layers (the model file's meta `init` lists them)")
+    return (["- **Not loaded** (kept freshly initialised):"] + lines) if lines else []
+
+
 def _ranked_classes(per_class: dict) -> list[dict]:
     scored = [c for c in per_class["classes"] if c.get("accuracy") is not None]
     return sorted(scored, key=lambda c: (-c["accuracy"], c["index"]))
@@ -325,7 +392,34 @@ def _dataset_section(inputs: Inputs) -> str:
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
     lines.append(f"- **Normalization (train split, 0–1 scale):** mean [{mean}], std [{std}]")
+    # The imbalance warning, if any, heads the report; the counts behind it are here.
+    lines += _class_counts_lines(inputs)
     return "\n".join(lines) + "\n"
+
+
+def _class_counts_lines(inputs: Inputs) -> list[str]:
+    """Images per class in train and val (stats.json): every class when there are few, else the
+    spread and the smallest and largest train classes, so 200 classes stay readable."""
+    splits = inputs.stats.get("splits", {})
+    train = splits.get("train", {}).get("per_class")
+    val = splits.get("val", {}).get("per_class")
+    names = [c["name"] for c in inputs.classes["classes"]]
+    if not train or len(train) != len(names):
+        return []
+    val = val if val and len(val) == len(train) else None
+    header = ["index", "class", "train"] + (["val"] if val else [])
+
+    def row(i: int) -> list:
+        return [i, names[i], f"{train[i]:,}"] + ([f"{val[i]:,}"] if val else [])
+
+    if len(train) <= FULL_COUNTS_MAX:
+        return ["", "Images per class:", "", _md_table(header, [row(i) for i in range(len(train))]).rstrip("\n")]
+    by_count = sorted(range(len(train)), key=lambda i: (train[i], i))
+    k = EXTREME_CLASSES
+    rows = [row(i) for i in by_count[:k]] + [["…"] * len(header)] + [row(i) for i in by_count[-k:]]
+    return ["", f"Train images per class: min {min(train):,}, median {float(np.median(train)):g}, "
+            f"max {max(train):,} over {len(train)} classes; the {k} smallest and {k} largest:", "",
+            _md_table(header, rows).rstrip("\n")]
 
 
 def _params_section(inputs: Inputs) -> str:
@@ -351,6 +445,8 @@ def _model_section(inputs: Inputs) -> str:
         f"{meta['image_size']}×{meta['image_size']} input",
         f"- **Parameters:** {table['total_params']:,} ({table['trainable_params']:,} trainable); "
         f"mult-adds per image: {_macs_text(macs)}",
+        f"- **Initial weights:** {init_text(meta)}",
+        *_init_not_loaded_lines(meta),
         f"- **Weights saved:** {meta['weights']} (EMA when `ema`), after {meta['epochs_trained']} epochs",
         "",
         "Layer table for one image (torchinfo style; containers show the totals of what they hold):",
@@ -454,6 +550,9 @@ def render_report(inputs: Inputs, plots_rel: str) -> str:
     head = [title, ""]
     if generated:
         head += [GENERATED_BANNER, ""]
+    warning = imbalance_warning(inputs)
+    if warning:
+        head += [warning, ""]
     head += [
         f"**Top-1 {_pct(m['top1'])}**, top-5 {_pct(m['top5'])} on {m['num_images']:,} validation images — "
         f"{reference_verdict(m['top1'], comparability_note(classes['dataset'], generated) is None)}"
@@ -493,7 +592,8 @@ def _card_details(inputs: Inputs) -> list[str]:
     lines = [
         "## Model details",
         "",
-        f"- Architecture: `{meta['model']}` (`tinyclf.models.create_model`), trained from scratch",
+        f"- Architecture: `{meta['model']}` (`tinyclf.models.create_model`)",
+        f"- Initial weights: {init_text(meta)}",
         f"- Parameters: {table['total_params']:,}; mult-adds per image: {_macs_text(table['total_mult_adds'])}",
         f"- Input: RGB {meta['image_size']}×{meta['image_size']}, scaled to 0–1 and normalized with "
         f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",
@@ -520,6 +620,11 @@ def _card_use_and_data(inputs: Inputs) -> list[str]:
         f"- {classes['dataset']}, {data_kind}; download.source = {_source_text(inputs.params.download.source)}",
         "- " + ", ".join(f"{split}: {n:,} images" for split, n in _split_counts(inputs.stats).items()),
     ]
+    balance = train_balance(inputs.stats)
+    if balance:
+        sampling = ("class-balanced sampling (`train.balance: sampler`)" if _trained_with(inputs, "balance") == "sampler"
+                    else "every image once per epoch")
+        lines.append(f"- Train images per class: {balance['min']:,} to {balance['max']:,}; trained with {sampling}")
     return lines
 
 
@@ -560,6 +665,9 @@ def _card_limitations(inputs: Inputs) -> list[str]:
     ]
     if inputs.classes["generated"]:
         lines.append("- Trained on generated data: it has learned synthetic patterns, not real objects.")
+    if imbalance_warning(inputs):
+        lines.append("- The train classes are strongly imbalanced: expect lower accuracy on the rare ones "
+                     "(see the per-class accuracy in the report).")
     return lines
 
 

@@ -2,8 +2,14 @@
 
 `run_training(params, prepared_dir, model_out, live_dir, checkpoint_dir)` runs in every process
 (one, or one per rank under torchrun); only rank 0 logs, prints and writes files. `_train` reads
-top to bottom: data, model and recipe (`tinyclf.recipe`), resume (`tinyclf.checkpoint`), the
-epoch loop (one epoch is `tinyclf.engine.train_one_epoch`), outputs.
+top to bottom: data, the resume decision (`tinyclf.checkpoint`), model and recipe
+(`tinyclf.recipe`), the epoch loop (one epoch is `tinyclf.engine.train_one_epoch`), outputs.
+
+Starting weights (`train.init`, `tinyclf.init_weights`) are loaded once, into the fresh model of a
+fresh run, before the EMA copies it; a resumed run takes its weights from the checkpoint and never
+reads `train.init` again (the file may be gone, timm offline). What was loaded goes to the model
+file's meta (`init`) through the checkpoint. `train.balance: sampler` swaps each epoch's
+permutation for a class-balanced draw (`transforms.BalancedDraw`), in both data backends.
 
 EMA: timm `ModelEmaV3` with its decay warmup (power 3/4: decay min(ema_decay, 1 - (1+step)^-3/4)),
 so short runs get a useful average instead of one dominated by the random init; validated every
@@ -48,14 +54,15 @@ from tinyclf.device_data import DeviceSplit, DeviceTrainBatches, DeviceValBatche
 from tinyclf.engine import NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch
 from tinyclf.environment import device_name, environment_info
 from tinyclf.errors import TinyclfError
+from tinyclf.init_weights import InitWeightsError, apply_init, describe_init
 from tinyclf.model_file import save_model_file
 from tinyclf.models import create_model
 from tinyclf.recipe import (AUTOCAST_DTYPES, StepPlan, TrainingError, build_batch_preparer, build_loss_and_mixup,
                             build_optimizer, build_scheduler, configure_determinism, plan_steps, resolve_aug_backend,
                             resolve_compile, resolve_precision, scaled_lr, seed_everything)
 from tinyclf.run_log import RunLog, say
-from tinyclf.transforms import (EpochSampler, LoaderEpochs, PreparedDataset, ShardSampler, SkipSampler,
-                                build_augment, make_loader)
+from tinyclf.transforms import (BalancedDraw, EpochSampler, LoaderEpochs, PreparedDataset, ShardSampler,
+                                SkipSampler, build_augment, make_loader)
 
 COLLECTIVE_TIMEOUT_S = 600.0
 
@@ -131,16 +138,18 @@ def run_training(params, prepared_dir, model_out, live_dir, checkpoint_dir, *, p
 
 
 def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> dict:
-    """The run, top to bottom: data, model and recipe, resume, the epoch loop, outputs."""
+    """The run, top to bottom: data, resume decision, model and recipe, the epoch loop, outputs."""
     train_params = params.train
     precision = resolve_precision(train_params.precision, info.device)
     configure_determinism(train_params.deterministic, info.device)
     data = load_train_data(paths.prepared, train_params, info)
     fingerprint = check_same_run_everywhere(params, data, info)
-    parts, num_epochs = build_trainables(train_params, data, info, precision)
+    # Decided before the model is built: only a fresh run loads train.init.
+    state = checkpoint.resume_state(paths.checkpoints, fingerprint, info)
+    parts, num_epochs = build_trainables(train_params, data, info, precision, load_init=state is None)
     ckpt = RunCheckpoint(paths.checkpoints, fingerprint, parts, info)
     progress = Progress()
-    resumed_from = resume_or_start(ckpt, progress, train_params, info)
+    resumed_from = resume_or_start(ckpt, state, progress, train_params, info)
     train_model = wrap_for_training(parts.model, train_params, info)
     recipe = build_step_recipe(train_params, parts, data, info, precision)
     log = None
@@ -197,7 +206,8 @@ def _loader_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
     val_set = PreparedDataset(prepared_dir, "val")
     plan = plan_steps(len(train_set), train_params, info.world_size)
     sampler = SkipSampler(EpochSampler(len(train_set), num_replicas=info.world_size, rank=info.rank,
-                                       shuffle=True, seed=train_params.seed, drop_last=False))
+                                       shuffle=True, seed=train_params.seed, drop_last=False,
+                                       balance=balanced_draw(train_params, train_set.labels)))
     options = dict(workers=train_params.workers, prefetch_factor=train_params.prefetch_factor,
                    pin_memory=info.device.type == "cuda")
     train_loader = make_loader(train_set, sampler, plan.per_rank, drop_last=True, **options)
@@ -218,16 +228,23 @@ def _device_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
                             seed=train_params.seed, channels_last=train_params.channels_last)
     train_batches = DeviceTrainBatches(train_split, augment, per_rank=plan.per_rank,
                                        micro_per_epoch=plan.micro_per_epoch, seed=train_params.seed,
-                                       world=info.world_size, rank=info.rank)
+                                       world=info.world_size, rank=info.rank,
+                                       balance=balanced_draw(train_params, train_split.host_labels))
     val_batches = DeviceValBatches(val_split, plan.per_rank, world=info.world_size, rank=info.rank)
     return len(train_split), len(val_split), plan, train_batches, val_batches
+
+
+def balanced_draw(train_params, labels) -> BalancedDraw | None:
+    """train.balance: sampler -> the class-balanced draw both backends order their epochs by."""
+    return BalancedDraw(labels) if train_params.balance == "sampler" else None
 
 
 def check_same_run_everywhere(params, data: TrainData, info: DistInfo) -> dict:
     """Every rank reads its own params.yaml and prepared data (on several machines, its own copies):
     refuse to train, on every rank, when they do not all match rank 0's. Otherwise a node with
     another lr trains on silently and one with other data hangs in mismatched collectives. Returns
-    this run's checkpoint fingerprint (what is compared: all that changes the result)."""
+    this run's checkpoint fingerprint (what is compared: all that changes the result, train.init
+    and train.balance included)."""
     mine = checkpoint.fingerprint(params, data.stats, data.num_classes)
     if not info.distributed:
         return mine
@@ -254,13 +271,16 @@ def _ignore_sigint_worker(previous):
     return init
 
 
-def build_trainables(train_params, data: TrainData, info: DistInfo, precision: str) -> tuple[Trainables, int]:
-    """Model, optimizer, scheduler, EMA and fp16 scaler; and the epoch count the scheduler settled on."""
+def build_trainables(train_params, data: TrainData, info: DistInfo, precision: str, *,
+                     load_init: bool = True) -> tuple[Trainables, int]:
+    """Model (with train.init's weights when `load_init`: a fresh run), optimizer, scheduler, EMA and
+    fp16 scaler; and the epoch count the scheduler settled on."""
     from timm.layers import convert_sync_batchnorm
     from timm.utils import ModelEmaV3
 
     seed_everything(train_params.seed)  # the same initial weights on every rank
     model = create_model(train_params.model, data.num_classes).to(info.device)
+    init = load_init_everywhere(model, train_params, info) if load_init else None
     if train_params.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if info.distributed and train_params.sync_bn:
@@ -273,13 +293,29 @@ def build_trainables(train_params, data: TrainData, info: DistInfo, precision: s
     ema = (ModelEmaV3(model, decay=train_params.ema_decay, use_warmup=True, warmup_power=3 / 4)
            if train_params.ema else None)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    return Trainables(model, optimizer, scheduler, ema, scaler), num_epochs
+    return Trainables(model, optimizer, scheduler, ema, scaler, init), num_epochs
 
 
-def resume_or_start(ckpt: RunCheckpoint, progress: Progress, train_params, info: DistInfo) -> dict | None:
-    """Continue the checkpoint's run when there is one to continue, else start fresh; either way each
-    rank gets its own random streams (dropout, erasing, mixup). Returns where the run resumed, or None."""
-    state = ckpt.load_for_resume()
+def load_init_everywhere(model: nn.Module, train_params, info: DistInfo) -> dict:
+    """train.init into `model` on every rank (each builds its own EMA from it); when one rank cannot
+    read it, all stop with the error instead of the others waiting in the next collective."""
+    record, error = None, None
+    try:
+        record = apply_init(model, train_params.init, model_name=train_params.model)
+    except InitWeightsError as exc:
+        error = str(exc)
+    if distributed.any_rank([error is not None], info)[0]:
+        raise InitWeightsError(error or "another process could not load train.init (it names the problem)")
+    if info.is_main and train_params.init != "none":
+        say(f"train: starting weights {describe_init(record)}")
+    return record
+
+
+def resume_or_start(ckpt: RunCheckpoint, state: dict | None, progress: Progress, train_params,
+                    info: DistInfo) -> dict | None:
+    """Continue the checkpoint's run (`state`, from `checkpoint.resume_state`) when there is one, else
+    start fresh; either way each rank gets its own random streams (dropout, erasing, mixup). Returns
+    where the run resumed, or None."""
     if state is None:
         seed_everything(train_params.seed + info.rank)
         return None
@@ -324,7 +360,8 @@ def describe_run(train_params, data: TrainData, info: DistInfo, precision: str, 
             f"{data.num_val} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
             f"process(es) on {device_name(info.device)}, {precision}{compiled}, {data.backend} data; "
             f"{num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
-            f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}")
+            f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}"
+            + ("; class-balanced sampling" if train_params.balance == "sampler" else ""))
 
 
 def _simulate_failure_if_asked(info: DistInfo) -> None:
@@ -438,14 +475,15 @@ def write_outputs(paths: RunPaths, params, data: TrainData, parts: Trainables, w
                   info: DistInfo, precision: str, progress: Progress, cost: RunCost) -> None:
     """Rank 0: the model file (EMA or raw weights) and run.json (hardware and timing)."""
     final = parts.ema.module if weights == "ema" else parts.model
-    save_model_file(paths.model_out, final, model_meta(params, data, weights, num_epochs, info.device))
+    save_model_file(paths.model_out, final, model_meta(params, data, weights, num_epochs, info.device, parts.init))
     record = run_record(params.train, data, info, precision, progress, num_epochs)
     record.update(cost.record(progress.run_seconds, record["images_per_s"]))
     atomic.write_json(paths.live / "run.json", record)
 
 
-def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch.device) -> dict:
-    """The model file's meta (docs/architecture.md, "model file")."""
+def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch.device,
+               init: dict | None = None) -> dict:
+    """The model file's meta (docs/architecture.md, "model file"); `init`: what the weights started from."""
     classes, stats = data.classes, data.stats
     h, w = (int(v) for v in stats["image_size"])
     return {
@@ -461,6 +499,8 @@ def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch
         "params": params.to_dict(),
         "environment": environment_info(device),
         "epochs_trained": epochs,
+        # None only for a run resumed from a checkpoint older than the record (not known).
+        "init": init,
     }
 
 
