@@ -76,3 +76,22 @@ def test_a_new_photo_repacks_and_reprepares(pipeline):
     assert ran_stages(out.stdout + out.stderr) == ["download", "preprocess"]
     stats = json.loads((repo / "data/prepared/stats.json").read_text())
     assert stats["splits"]["train"]["count"] == CLASSES * 100 + 1
+
+
+def test_fine_tuning_from_the_trained_model_on_another_folder(pipeline, tmp_path):
+    """`train.init` from a model trained on 10 classes, on a 3-class flat folder: every layer but the
+    classifier loads, the classifier is re-initialised, and the report says so."""
+    repo, env, spec, _ = pipeline
+    weights = tmp_path / "ten_classes.pt"
+    shutil.copy(repo / "models/model.pt", weights)  # the experiment below replaces models/model.pt
+    flat = tmp_path / "three"
+    for cls in spec.class_dirs[:3]:
+        shutil.copytree(spec.root / "train" / cls, flat / cls)
+    out = run(["dvc", "exp", "run", "-S", f"download.source={flat}", "-S", f"train.init={weights}",
+               "-S", "train.epochs=1"], repo, env)
+    assert ran_stages(out.stdout + out.stderr)[:3] == ["download", "preprocess", "train"]
+    report = (repo / "results/summary/report.md").read_text()
+    line = next(line for line in report.splitlines() if "Initial weights" in line)
+    assert "ten_classes.pt" in line and "classifier re-initialised" in line, line
+    loaded, total = map(lambda s: int(s.replace(",", "")), re.search(r"([\d,]+) of ([\d,]+) tensors loaded", line).groups())
+    assert total - loaded == 2 and loaded > 50, line  # all but the classifier's weight and bias
