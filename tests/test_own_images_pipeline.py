@@ -53,7 +53,10 @@ def test_report_and_per_class_results_use_the_folder_names(pipeline):
     text = json.dumps(per_class)
     assert all(spec.readable[c] in text for c in spec.class_dirs)
     report = (repo / "results/summary/report.md").read_text()
-    assert "folder" in report and "GENERATED" not in report
+    assert "folder" in report and "GENERATED" not in report and "your own images" in report
+    assert "1 turned upright (EXIF orientation)" in report
+    assert f"**{spec.counts['non_image_files']} files skipped as not images" in report
+    assert "Layout:** train/val folders" in report
     assert (repo / "results/evaluate/plots/per_class_accuracy.png").is_file()
 
 

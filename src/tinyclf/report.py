@@ -204,6 +204,8 @@ def reference_verdict(top1: float, comparable: bool = True) -> str:
 def comparability_note(dataset: str, generated: bool) -> str | None:
     if generated:
         return "Not comparable: this model was trained and evaluated on generated data, not Tiny ImageNet."
+    if dataset == "folder":
+        return "Not comparable: the reference is a Tiny ImageNet result and this run used your own images."
     if dataset != "tiny-imagenet":
         return f"Not comparable: the reference is a Tiny ImageNet result and this run used {dataset}."
     return None
@@ -385,16 +387,41 @@ def _dataset_section(inputs: Inputs) -> str:
             notes.append("converted to RGB: " + ", ".join(f"{v} {k}" for k, v in sorted(converted.items())))
         if info.get("resized"):
             notes.append(f"{info['resized']} resized")
+        if info.get("rotated"):
+            notes.append(f"{info['rotated']} turned upright (EXIF orientation)")
         if info.get("skipped"):
             notes.append(f"{len(info['skipped'])} skipped as undecodable")
         if notes:
             lines.append(f"- **{split}:** " + "; ".join(notes))
+    lines += _folder_lines(stats.get("folder"))
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
     lines.append(f"- **Normalization (train split, 0–1 scale):** mean [{mean}], std [{std}]")
     # The imbalance warning, if any, heads the report; the counts behind it are here.
     lines += _class_counts_lines(inputs)
     return "\n".join(lines) + "\n"
+
+
+def _folder_lines(folder: dict | None) -> list[str]:
+    """Own images: how the folder was read, and what was left out or looks wrong (stats.json `folder`)."""
+    if not folder:
+        return []
+    split = ("train/val folders" if folder.get("val_fraction") is None else
+             f"{folder['layout']}: {folder['val_fraction']:.0%} of each class held out (split_seed {folder['split_seed']})")
+    lines = [f"- **Layout:** {split}; non-square images made square by `{folder['resize']}`"]
+    listed = [("not_images", "files skipped as not images (or hidden / system files)"),
+              ("links_not_followed", "links not followed"),
+              ("duplicates_across_splits", "val images byte-identical to train images (they inflate val accuracy)")]
+    for key, text in listed:
+        entry = folder.get(key) or {}
+        if entry.get("count"):
+            first = ", ".join(f"`{' = '.join(x) if isinstance(x, list) else x}`" for x in entry["first"][:3])
+            more = " …" if entry["count"] > 3 else ""
+            lines.append(f"- **{entry['count']} {text}:** {first}{more}")
+    if folder.get("ignored_folders"):
+        lines.append("- **Ignored folders:** " + ", ".join(f"`{f}`" for f in folder["ignored_folders"]))
+    lines += [f"- **Note:** {note}" for note in folder.get("notes", [])]
+    return lines
 
 
 def _class_counts_lines(inputs: Inputs) -> list[str]:
