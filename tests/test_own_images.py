@@ -249,3 +249,19 @@ def test_a_missing_directory_or_image_size_is_a_one_line_error(tmp_path):
         params_from_dict({"data": {"dataset": "folder", "image_size": 64}})
     with pytest.raises(DownloadError, match="no such file"):
         run_download(folder_params(tmp_path / "nope"), tmp_path / "raw", progress=False)
+
+
+def test_a_tar_made_with_dot_prefixes_and_a_lone_image_class(tmp_path, real_subset):
+    """`tar -C photos -cf photos.tar .` names members ./cats/…; a class of one photo stays in train, noted."""
+    spec = own_images.build_photo_folder(tmp_path / "flat", real_subset, classes=3, train_per_class=5,
+                                         val_per_class=0, layout="flat", variety=False, names_file=None)
+    lone = spec.root / "zz_single"
+    lone.mkdir()
+    shutil.copy(next((spec.root / spec.class_dirs[0]).iterdir()), lone / "only.jpg")
+    archive = tmp_path / "dots.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(spec.root, arcname=".")
+    index = read_folder_index(archive, val_fraction=0.2, split_seed=0)
+    assert [cid for cid, _ in index.classes] == sorted(spec.class_dirs) + ["zz_single"]
+    assert len(index.members["train"]) == 3 * 4 + 1 and len(index.members["val"]) == 3
+    assert any("single image" in note and "zz_single" in note for note in index.notes)

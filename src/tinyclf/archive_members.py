@@ -32,6 +32,14 @@ class ArchiveError(ValueError):
     """An archive that cannot be listed or a member that cannot be read; the message says why."""
 
 
+def _clean_name(name: str) -> str:
+    """A member name without the "./" and "/" prefixes that `tar -cf x.tar .` and some tools write."""
+    name = name.rstrip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
 def _check_declared(size: int) -> None:
     if size > MAX_IMAGE_BYTES:
         raise ArchiveError(f"it declares {size:,} bytes uncompressed, over the limit of {MAX_IMAGE_BYTES:,} "
@@ -48,7 +56,9 @@ class ZipMembers:
     def entries(self) -> list[Entry]:
         out = []
         for info in self.zf.infolist():
-            name = info.filename.rstrip("/")
+            name = _clean_name(info.filename)
+            if not name or name == ".":
+                continue
             # Unix symlinks stored by `zip -y` carry S_IFLNK in the high bits of external_attr.
             is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
             kind = "directory" if info.is_dir() else "link" if is_link else "file"
@@ -74,7 +84,9 @@ class TarMembers:
         out = []
         with tarfile.open(self.path, mode="r:") as tar:
             for info in tar:
-                name = info.name.rstrip("/")
+                name = _clean_name(info.name)
+                if not name or name == ".":
+                    continue
                 if info.isreg():
                     out.append(Entry(name, "file", info.size, (info.offset_data, info.size)))
                 elif info.isdir():

@@ -5,8 +5,8 @@ Layouts, after one wrapping folder is stripped (people zip the folder itself: `p
     train/<class>/…  [+ val/<class>/…]    ImageFolder (val may also be named valid or validation)
     <class>/…                             class folders only: the val split is drawn here
 
-Files may sit at any depth below their class folder. Class ids are the folder names, in sorted
-order (as torchvision's ImageFolder); readable names come from an optional `classes.txt`
+Files may sit at any depth below their class folder. Class ids are the folder names, in natural
+sort order (class2 before class10; torchvision's ImageFolder sorts them as plain strings); readable names come from an optional `classes.txt`
 ("<folder><tab or space><name>" per line) or `classes.json` ({"<folder>": "<name>"}) at the root.
 
 Without a val folder each class is split on its own: its files are ranked by a hash of
@@ -169,12 +169,12 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
     if train_dir is None:
         layout = "class folders, val drawn"
         train = _class_folders(tree, "", not_images, where)
-        train, val = _draw_val(train, val_fraction, split_seed)
+        train, val = _draw_val(train, val_fraction, split_seed, notes)
     else:
         train = _class_folders(tree, train_dir + "/", not_images, where)
         if val_dir is None:
             layout = "train folder, val drawn"
-            train, val = _draw_val(train, val_fraction, split_seed)
+            train, val = _draw_val(train, val_fraction, split_seed, notes)
         else:
             layout = "train/val folders"
             val = _class_folders(tree, val_dir + "/", not_images, where)
@@ -247,10 +247,14 @@ def split_rank(seed: int, path_in_class: str) -> bytes:
     return hashlib.blake2b(f"{seed}\0{path_in_class}".encode(), digest_size=8).digest()
 
 
-def _draw_val(groups: dict[str, list], val_fraction: float, seed: int) -> tuple[dict, dict]:
+def _draw_val(groups: dict[str, list], val_fraction: float, seed: int, notes: list[str]) -> tuple[dict, dict]:
     """Per class: the round(val_fraction × n) files of lowest split_rank go to val (at least one, and
-    never all: a class of one image stays in train)."""
+    never all: a class of one image stays in train, and is noted)."""
     train, val = {}, {}
+    alone = sorted((cls for cls, entries in groups.items() if len(entries) == 1), key=natural_key)
+    if alone:
+        notes.append(f"{len(alone)} class(es) have a single image, kept for training and not measured: "
+                     + ", ".join(alone[:5]) + (" …" if len(alone) > 5 else ""))
     for cls, entries in groups.items():
         n = len(entries)
         take = min(max(round(val_fraction * n), 1), n - 1) if n > 1 else 0
