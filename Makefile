@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test
+.PHONY: quickstart test browser
 
 # pip byte-compiles every installed file one by one (~1 minute for torch's thousands); compiling
 # afterwards on all cores, without the packages' own test suites, takes half that. Compiled files
@@ -19,7 +19,21 @@ $(STAMP): requirements.txt pyproject.toml
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m tinyclf.quickstart
 
+# The browser tests (tests/test_demo.py, tests/test_space.py) drive Debian's Chromium through its
+# chromium-driver: installed here when missing, if we may (root); otherwise this says how, and those
+# tests skip with the same command. A failed install is not fatal either: the tests skip.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@test -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing $(BROWSER_PACKAGES) for the browser tests (apt-get, about a minute)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(BROWSER_PACKAGES); } > /dev/null || echo "could not install $(BROWSER_PACKAGES): the browser tests will skip"; \
+	  else \
+	    echo "no /usr/bin/chromedriver: the browser tests will skip (install: sudo apt-get install $(BROWSER_PACKAGES))"; \
+	  fi; }
+
 # One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared
 # fixture (a whole DVC pipeline run) is built once.
-test: $(STAMP)
+test: $(STAMP) browser
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n auto --dist loadscope --durations=10

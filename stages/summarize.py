@@ -1,7 +1,8 @@
 """Write the human-readable report and model card from what the earlier stages wrote.
 
     python stages/summarize.py --data data/prepared --model models/model.pt \\
-        --train results/train --evaluate results/evaluate --out results/summary
+        --train results/train --evaluate results/evaluate --export results/export/parity.json \\
+        --out results/summary
 
 Writes report.md, model_card.md and training_curves.png under --out. Reads nothing else than
 these inputs and params.yaml; unchanged inputs give byte-identical outputs.
@@ -22,13 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="model file (models/model.pt)")
     parser.add_argument("--train", type=Path, required=True, help="the train stage's DVCLive directory (results/train)")
     parser.add_argument("--evaluate", type=Path, required=True, help="the evaluate stage's outputs (results/evaluate)")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="the export stage's parity figures (results/export/parity.json), if it ran")
     parser.add_argument("--out", type=Path, required=True, help="output directory (results/summary)")
     args = parser.parse_args(argv)
 
     def summarize(params) -> None:
         from tinyclf.report import write_summary
 
-        paths = write_summary(args.data, args.model, args.train, args.evaluate, args.out, params)
+        paths = write_summary(args.data, args.model, args.train, args.evaluate, args.out, params,
+                              export_parity=args.export)
         print(f"summarize: wrote {paths['report']} and {paths['model_card']}")
 
     return run_stage("summarize", args, summarize)

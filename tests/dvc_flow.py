@@ -27,14 +27,15 @@ PULLED_FILES = [
     "data/prepared/classes.json",
     "data/prepared/stats.json",
     "models/model.pt",
+    "models/model.onnx",
     "results/evaluate/predictions.csv",
     "results/evaluate/per_class.json",
     "results/evaluate/plots/confusion_matrix.png",
     "results/summary/report.md",
 ]
 # Committed to git (cache: false outputs), compared too.
-GIT_FILES = ["results/evaluate/metrics.json", "results/train/metrics.json", "dvc.lock"]
-STAGES = ["download", "preprocess", "train", "evaluate", "summarize"]
+GIT_FILES = ["results/evaluate/metrics.json", "results/export/parity.json", "results/train/metrics.json", "dvc.lock"]
+STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
 
 
 @dataclass(frozen=True)

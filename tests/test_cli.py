@@ -57,7 +57,7 @@ def test_predict_names_an_unreadable_image(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     out = tinyclf("predict", model_path, tmp_path / "broken.jpg")
     assert out.returncode == 1
-    assert f"cannot read an image from {tmp_path / 'broken.jpg'}" in out.stderr
+    assert f"tinyclf predict: {tmp_path / 'broken.jpg'}: not a decodable image" in out.stderr
 
 
 def test_info_on_a_missing_model_is_one_line(tmp_path):
@@ -81,7 +81,7 @@ def test_check_params_refuses_an_unknown_model_with_close_matches(tmp_path):
 def test_every_command_line_mistake_is_one_line(tmp_path):
     cases = [
         (["frobnicate"], "tinyclf: argument command: invalid choice: 'frobnicate'"),
-        (["predict"], "tinyclf predict: the following arguments are required: model, images"),
+        (["predict"], "tinyclf predict: the following arguments are required: model, inputs"),
         (["remote-check", "--bogus"], "tinyclf remote-check: unrecognized arguments: --bogus"),
     ]
     for args, expected in cases:

@@ -40,7 +40,7 @@ def pipeline(tmp_path_factory):
 
 def test_every_stage_runs_and_the_model_learns(pipeline):
     repo, _, _, output = pipeline
-    assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "summarize"]
+    assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "export", "summarize"]
     metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
     assert metrics["generated"] is False and metrics["num_images"] == CLASSES * 50
     # Chance is 10%: 8 CPU epochs on 1,000 real photos reach about 26%.

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
 
-STAGES = ["download", "preprocess", "train", "evaluate", "summarize"]
+STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
 pytestmark = pytest.mark.slow
 
 
@@ -33,11 +33,11 @@ def pipeline(tmp_path_factory):
     return repo, env, first.stdout + first.stderr
 
 
-def test_repro_runs_all_five_stages_in_order(pipeline):
+def test_repro_runs_all_six_stages_in_order(pipeline):
     repo, _, output = pipeline
     assert ran_stages(output) == STAGES
-    for path in ["data/raw/tiny-imagenet-200.zip", "data/prepared/train/images.npy", "models/model.pt",
-                 "results/train/metrics.json", "results/evaluate/metrics.json", "results/summary/report.md"]:
+    for path in ["data/raw/tiny-imagenet-200.zip", "data/prepared/train/images.npy", "models/model.pt", "models/model.onnx",
+                 "results/export/parity.json", "results/train/metrics.json", "results/evaluate/metrics.json", "results/summary/report.md"]:
         assert (repo / path).is_file(), path
 
 
@@ -75,7 +75,7 @@ def changed_stages(repo, env) -> dict:
 
 @pytest.mark.parametrize("module, stages", [
     ("model_summary.py", ["summarize"]),  # the report's layer table must not re-run a training
-    ("model_file.py", ["evaluate", "summarize", "train"]),
+    ("model_file.py", ["evaluate", "export", "summarize", "train"]),
     ("environment.py", ["evaluate", "train"]),
 ])
 def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):
@@ -94,10 +94,10 @@ def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):
     assert changed_stages(repo, env) == {}
 
 
-def test_exp_run_reruns_only_train_evaluate_summarize_and_show_lists_both(pipeline):
+def test_exp_run_reruns_only_train_evaluate_export_summarize_and_show_lists_both(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)
-    assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "summarize"]
+    assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "export", "summarize"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
     # rows: the workspace, then each commit with its experiments' revisions nested under it
     revs = [entry for entry in shown] + [rev for entry in shown for exp in (entry.get("experiments") or [])

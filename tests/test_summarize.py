@@ -209,3 +209,24 @@ def test_class_counts_of_200_classes_stay_short():
     assert "min 3, median 500, max 900 over 200 classes" in text
     assert text.count("\n| ") == 2 + 5 + 1 + 5 - 1  # header, align, 5 smallest, "…", 5 largest
     assert "| 17 | class 17 | 3 | 50 |" in text and "| 42 | class 42 | 900 | 50 |" in text
+
+
+def test_report_and_card_mention_the_onnx_export_with_its_parity(pipeline, summary, tmp_path):
+    from tinyclf.serving.onnx_export import export_model
+
+    parity = tmp_path / "parity.json"
+    export_model(pipeline["model"], pipeline["prepared"], tmp_path / "model.onnx", parity)
+    figures = json.loads(parity.read_text())
+    out = tmp_path / "summary"
+    assert load_stage("summarize").main(["--data", str(pipeline["prepared"]), "--model", str(pipeline["model"]),
+                                         "--train", str(pipeline["train"]), "--evaluate", str(pipeline["evaluate"]),
+                                         "--export", str(parity), "--out", str(out),
+                                         "--params", str(pipeline["params"])]) == 0
+    report, card = (out / "report.md").read_text(), (out / "model_card.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- **ONNX export:**"))
+    assert "`models/model.onnx`" in line and f"opset {figures['opset']}" in line
+    assert f"matches PyTorch on {figures['images']} validation images" in line
+    assert f"max |logit difference| {figures['max_abs_logit_diff']:.2g}" in line and "same top-1 on 100.00%" in line
+    assert "- ONNX export: `models/model.onnx`" in card and "onnxruntime" in card
+    # Without the export stage's figures the report says nothing about ONNX.
+    assert "ONNX" not in (summary / "report.md").read_text()

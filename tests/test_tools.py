@@ -26,7 +26,7 @@ def experiment_rows(shown: list) -> list[dict]:
     return [rev for entry in shown for exp in (entry.get("experiments") or []) for rev in (exp.get("revs") or [])]
 
 
-@pytest.mark.slow  # the five stages on generated data: about 1.5 minutes on 2 CPU cores
+@pytest.mark.slow  # the six stages on generated data: about 1.5 minutes on 2 CPU cores
 def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone(tmp_path):
     repo = make_repo_copy(tmp_path / "repo", params=None)  # the committed params.yaml, as a fresh clone has
     committed = (repo / "params.yaml").read_bytes()
@@ -46,6 +46,7 @@ def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone
 
     report = (repo / "quickstart/results/summary/report.md").read_text()
     assert "GENERATED" in report
+    assert "**ONNX export:** `models/model.onnx`" in report  # the export stage ran and passed parity
     # The report's figure links resolve inside the copy.
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (repo / "quickstart/results/summary" / link).is_file(), link
@@ -69,7 +70,7 @@ def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone
 
 
 
-# A stand-in for the five stages, with the outputs the quickstart reads: the quickstart's own
+# A stand-in for the six stages, with the outputs the quickstart reads: the quickstart's own
 # steps (experiment, replacing it, copying its report) run for real around it in seconds.
 FAKE_PIPELINE = """\
 stages:

@@ -2,8 +2,10 @@
 
     tinyclf check-params [params.yaml]     validate a parameter file, one line per problem
     tinyclf info models/model.pt           what a model file holds: architecture, data, metrics source
-    tinyclf predict models/model.pt a.jpg  top-5 classes of images with a trained model
+    tinyclf predict models/model.pt a.jpg  top-5 classes of images, folders, globs (--backend onnx, --format json)
     tinyclf remote-check [-r NAME] [push]  check a DVC remote and explain what is wrong with it
+    tinyclf demo models/model.onnx         a local Gradio demo of a trained model
+    tinyclf space ...                      the Hugging Face Space bundle of a trained model
     tinyclf quickstart                     the whole pipeline on generated data (same as make quickstart)
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tinyclf.errors import ArgumentParser, TinyclfError
 
@@ -48,47 +49,51 @@ def _info(args) -> int:
 
 
 def _predict(args) -> int:
-    import cv2
-    import numpy as np
-    import torch
+    from tinyclf.serving.predict import predict_files
 
-    from tinyclf.model_file import load_model_file
-
-    model, meta = load_model_file(args.model)
-    model.eval()
-    size = meta["image_size"]
-    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
-    names = [c["name"] for c in meta["classes"]]
-    for path in args.images:
-        data = np.fromfile(path, dtype=np.uint8) if Path(path).is_file() else None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-        if image is None:
-            print(f"tinyclf predict: cannot read an image from {path}", file=sys.stderr)
-            return 1
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if image.shape[:2] != (size, size):
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255)
-        with torch.no_grad():
-            probs = model((x - mean) / std).softmax(dim=1)[0]
-        top = probs.topk(min(5, len(names)))
-        print(path)
-        for p, i in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {p:6.1%}  {names[i]}")
-    return 0
+    return predict_files(args.model, args.inputs, top_k=args.top_k, fmt=args.format, backend=args.backend,
+                         batch_size=args.batch_size, device=args.device)
 
 
-def _remote_check(args) -> int:
-    from tinyclf.remote_check import main as remote_check_main
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    return remote_check_main(args.rest)
+
+def _delegate(name: str, argv: list[str]) -> int:
+    """`tinyclf demo|space|remote-check …`: the module's own parser owns every option, --help included."""
+    import importlib
+
+    return importlib.import_module(_DELEGATED[name][0]).main(argv)
 
 
 def _quickstart(args) -> int:
     from tinyclf.quickstart import main as quickstart_main
 
     return quickstart_main([])
+
+
+# Subcommands whose module parses its own options.
+_DELEGATED = {
+    "remote-check": ("tinyclf.remote_check", "check a DVC remote (or run a dvc push/pull) and explain failures"),
+    "demo": ("tinyclf.serving.demo", "a local Gradio demo of a trained model"),
+    "space": ("tinyclf.serving.space", "build (or check) the Hugging Face Space bundle of a trained model"),
+}
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of image files, folders and globs")
+    p.add_argument("model", help="models/model.pt (PyTorch) or models/model.onnx (onnxruntime)")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or quoted globs")
+    p.add_argument("--top-k", type=_positive, default=5, help="classes per image (default 5)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default table)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto: by the model's suffix; naming the other one uses the sibling .pt/.onnx file")
+    p.add_argument("--batch-size", type=_positive, default=64, help="images per batch (default 64)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.set_defaults(func=_predict)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,19 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="describe a trained model file")
     p.add_argument("model", nargs="?", default="models/model.pt")
     p.set_defaults(func=_info)
-    p = sub.add_parser("predict", help="top-5 predictions for image files")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+")
-    p.set_defaults(func=_predict)
-    p = sub.add_parser("remote-check", help="check a DVC remote (or run a dvc push/pull) and explain failures",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_remote_check)
+    _add_predict(sub)
+    for name, (_, text) in _DELEGATED.items():
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("quickstart", help="run the pipeline on a small generated dataset")
     p.set_defaults(func=_quickstart)
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["remote-check"]:  # its own parser owns every option, --help included
-        return _remote_check(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] and argv[0] in _DELEGATED:  # its own parser owns every option, --help included
+        return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

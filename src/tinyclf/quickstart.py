@@ -113,7 +113,7 @@ def copy_results(root: Path, rev: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m tinyclf.quickstart",
-        description="Run all five stages on a small generated dataset (offline, CPU) as the DVC experiment "
+        description="Run all six stages on a small generated dataset (offline, CPU) as the DVC experiment "
         f"'{EXPERIMENT}', leaving the workspace untouched, and copy its report to {OUT_DIR}/.",
     )
     parser.add_argument("--dry-run", action="store_true", help="show the dvc command and stages without running them")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.monotonic() - start) / 60
     metrics = json.loads((out / "results/evaluate/metrics.json").read_text())
     print()
-    print(f"quickstart: all five stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
+    print(f"quickstart: all six stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
     print(f"  val top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {metrics['num_images']} images")
     print(f"  report:      {OUT_DIR}/results/summary/report.md")
     print(f"  model card:  {OUT_DIR}/results/summary/model_card.md")

@@ -60,6 +60,7 @@ class Inputs:
     metrics: dict
     speed: dict
     per_class: dict
+    export: dict | None = None  # results/export/parity.json, when the export stage ran
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -103,7 +104,7 @@ def epochs_from_steps(steps: np.ndarray) -> np.ndarray:
 
 
 def read_inputs(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
-                evaluate_dir: str | Path, params: Params) -> Inputs:
+                evaluate_dir: str | Path, params: Params, export_parity: str | Path | None = None) -> Inputs:
     """Read and check every input; raises ReportError / PreparedDataError / ModelFileError naming the file."""
     prepared_dir, train_dir, evaluate_dir = Path(prepared_dir), Path(train_dir), Path(evaluate_dir)
     classes = arrays.load_classes(prepared_dir)
@@ -121,6 +122,7 @@ def read_inputs(prepared_dir: str | Path, model_path: str | Path, train_dir: str
         metrics=_read_json(evaluate_dir / "metrics.json", "the evaluate stage's metrics"),
         speed=_read_json(evaluate_dir / "speed.json", "the evaluate stage's timing"),
         per_class=_read_json(evaluate_dir / "per_class.json", "the evaluate stage's per-class accuracy"),
+        export=None if export_parity is None else _read_json(Path(export_parity), "the export stage's parity figures"),
     )
 
 
@@ -475,6 +477,7 @@ def _model_section(inputs: Inputs) -> str:
         f"- **Initial weights:** {init_text(meta)}",
         *_init_not_loaded_lines(meta),
         f"- **Weights saved:** {meta['weights']} (EMA when `ema`), after {meta['epochs_trained']} epochs",
+        *([f"- **ONNX export:** {export_text(inputs.export)}"] if inputs.export else []),
         "",
         "Layer table for one image (torchinfo style; containers show the totals of what they hold):",
         "",
@@ -607,7 +610,7 @@ def render_model_card(inputs: Inputs) -> str:
     if classes["generated"]:
         lines += [GENERATED_BANNER, ""]
     sections = [_card_details(inputs), _card_use_and_data(inputs), _card_metrics(inputs),
-                _card_limitations(inputs), _card_how_to_load()]
+                _card_limitations(inputs), _card_how_to_load(inputs.export is not None)]
     for section in sections:
         lines += section + [""]
     return "\n".join(lines[:-1]) + "\n"
@@ -629,7 +632,18 @@ def _card_details(inputs: Inputs) -> list[str]:
         f"- Framework: torch {environment.get('torch', '?')}, timm {environment.get('timm', '?')}",
         f"- Training cost: {cost_text(inputs.run, inputs.params.summarize.price_per_gpu_hour)}",
     ]
+    if inputs.export:
+        lines.append(f"- ONNX export: {export_text(inputs.export)}")
     return lines
+
+
+def export_text(parity: dict) -> str:
+    """One line on models/model.onnx from the export stage's parity.json."""
+    size = f"{parity['onnx_bytes'] / 1e6:.1f} MB, " if "onnx_bytes" in parity else ""
+    return (f"`models/model.onnx` ({size}opset {parity.get('opset', '?')}; RGB uint8 N×H×W×3 input, normalized "
+            f"inside; class names in its metadata): matches PyTorch on {parity['images']:,} validation images, "
+            f"max |logit difference| {parity['max_abs_logit_diff']:.2g}, same top-1 on "
+            f"{parity['top1_agreement']:.2%}")
 
 
 def _card_use_and_data(inputs: Inputs) -> list[str]:
@@ -698,8 +712,8 @@ def _card_limitations(inputs: Inputs) -> list[str]:
     return lines
 
 
-def _card_how_to_load() -> list[str]:
-    return [
+def _card_how_to_load(onnx: bool) -> list[str]:
+    lines = [
         "## How to load",
         "",
         "```python",
@@ -712,12 +726,18 @@ def _card_how_to_load() -> list[str]:
         "The file is a plain dict (`torch.load(path, weights_only=True)` reads it): "
         '`{"format": "tinyclf-model-v1", "state_dict", "meta"}`.',
     ]
+    if onnx:  # the export stage ran: the model also runs without torch
+        lines += ["", "Without PyTorch, `models/model.onnx` runs in onnxruntime on RGB uint8 images "
+                  "(`tinyclf predict models/model.onnx photo.jpg`, or `tinyclf.serving.onnx_model.OnnxModel`)."]
+    return lines
 
 
 def write_summary(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
-                  evaluate_dir: str | Path, out_dir: str | Path, params: Params) -> dict[str, Path]:
-    """Write report.md, model_card.md and the training-curves figure under `out_dir`; returns their paths."""
-    inputs = read_inputs(prepared_dir, model_path, train_dir, evaluate_dir, params)
+                  evaluate_dir: str | Path, out_dir: str | Path, params: Params,
+                  export_parity: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md, model_card.md and the training-curves figure under `out_dir`; returns their paths.
+    `export_parity`: the export stage's parity.json, reported when given."""
+    inputs = read_inputs(prepared_dir, model_path, train_dir, evaluate_dir, params, export_parity)
     out_dir = Path(out_dir)
     # Figures are linked relative to the report, so the report reads the same wherever the repo lives.
     plots_rel = Path(os.path.relpath(Path(evaluate_dir).resolve() / "plots", out_dir.resolve())).as_posix()
