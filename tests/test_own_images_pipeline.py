@@ -60,6 +60,22 @@ def test_report_and_per_class_results_use_the_folder_names(pipeline):
     assert (repo / "results/evaluate/plots/per_class_accuracy.png").is_file()
 
 
+def test_predict_with_the_folder_model_uses_its_names_and_both_backends_agree(pipeline):
+    """`tinyclf predict` on the user's own photos (a non-square PNG, the EXIF-rotated JPEG, a WebP)
+    with the model trained on them: readable class names, the same answer from torch and ONNX."""
+    repo, env, spec, _ = pipeline
+    photos = [spec.rotated] + [rel for rel, e in spec.entries.items() if e.format in ("PNG", "WEBP")][:3]
+    answers = {}
+    for model in ("models/model.pt", "models/model.onnx"):
+        out = run(["tinyclf", "predict", model, *[str(spec.root / p) for p in photos], "--format", "json"], repo, env)
+        answers[model] = json.loads(out.stdout)
+    names = set(spec.readable.values())
+    for torch_item, onnx_item in zip(*answers.values()):
+        assert [c["id"] for c in torch_item["top_k"]] == [c["id"] for c in onnx_item["top_k"]]
+        assert all(c["name"] in names for c in torch_item["top_k"])
+    assert len(answers["models/model.pt"]) == len(photos)
+
+
 def test_nothing_reruns_while_the_folder_is_unchanged(pipeline):
     repo, env, spec, _ = pipeline
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo, env).stdout

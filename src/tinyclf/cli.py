@@ -79,7 +79,7 @@ def _quickstart(args) -> int:
 _DELEGATED = {
     "remote-check": ("tinyclf.remote_check", "check a DVC remote (or run a dvc push/pull) and explain failures"),
     "demo": ("tinyclf.serving.demo", "a local Gradio demo of a trained model"),
-    "space": ("tinyclf.serving.space", "build (or check) the Hugging Face Space bundle of a trained model"),
+    "space": ("tinyclf.serving.space", "write a Hugging Face Space folder (app.py, model.onnx, pinned requirements, no torch) for a trained model"),
 }
 
 
