@@ -173,3 +173,15 @@ def test_timm_model_round_trip(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_an_image_given_as_the_model_says_what_it_is(tmp_path):
+    """A user who swaps the arguments (`tinyclf predict photo.png models/model.pt`) is told the file is an image."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ModelFileError, match=r"not a torch.save file \(a PNG image\)") as info:
+        load_model_file(path)
+    _one_line_naming(info, path)

@@ -138,7 +138,21 @@ def load_error_text(exc: Exception) -> str:
     if marker in text:
         text = text[text.index(marker):]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0] == marker:  # the reason is on the next line
+        lines = [f"{marker} {lines[1]}"]
     return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _not_torch_save(path: Path) -> str | None:
+    """Why `path` cannot be a torch.save file, from its first bytes (a zip archive since torch 1.6;
+    an older pickle starts with 0x80), or None when it may be one."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return None
+    known = {b"\x89PNG": "a PNG image", b"\xff\xd8": "a JPEG image", b"\x08": "an ONNX model?"}
+    kind = next((what for magic, what in known.items() if head.startswith(magic)), None)
+    return f"not a torch.save file ({kind or f'it starts {head!r}'}); expected models/model.pt"
 
 
 def read_model_file(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -148,6 +162,9 @@ def read_model_file(path: str | Path, map_location: Any = "cpu") -> dict:
         raise ModelFileError(f"{path}: no such model file")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a directory, not a model file")
+    problem = _not_torch_save(path)
+    if problem:
+        raise ModelFileError(f"{path}: {problem}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler fail in many ways
