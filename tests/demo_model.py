@@ -71,8 +71,7 @@ def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
 
 def make_demo_model(root: Path) -> DemoModel:
     """Everything `tinyclf demo` and `tinyclf space` read, under `root` (about 10 s on one core)."""
-    import torch
-
+    from tinyclf.evaluation import run_evaluation
     from tinyclf.params import params_from_dict
     from tinyclf.serving.onnx_export import export_model
     from tinyclf.training import run_training
@@ -80,12 +79,12 @@ def make_demo_model(root: Path) -> DemoModel:
     prepared, val_files = real_prepared(root / "prepared")
     tree = shrunk_params(data__image_size=SIZE, train__model="test_resnet", train__epochs=3, train__crop="pad_crop")
     model_pt, model_onnx = root / "models" / "model.pt", root / "models" / "model.onnx"
-    run_training(params_from_dict(tree), prepared, model_pt, root / "live", root / "ck", progress_bar=False)
-    with torch.no_grad():  # restores autograd's mode afterwards: export_model switches it off process-wide
-        export_model(model_pt, prepared, model_onnx, root / "parity.json")
-    metrics = root / "metrics.json"
-    metrics.write_text(json.dumps({"top1": 0.4321, "top5": 0.8765, "num_images": CLASSES * VAL_PER_CLASS,
-                                   "generated": False}))
+    params = params_from_dict(tree)
+    run_training(params, prepared, model_pt, root / "live", root / "ck", progress_bar=False)
+    export_model(model_pt, prepared, model_onnx, root / "parity.json")
+    # The evaluate stage's own metrics.json, which the demo's facts read.
+    run_evaluation(prepared, model_pt, root / "evaluate", params.evaluate, progress=False)
+    metrics = root / "evaluate" / "metrics.json"
     (root / "jpegs").mkdir()
     jpegs = []
     for name, data in val_files:

@@ -19,8 +19,6 @@ NUM_CLASSES = 6
 def train_and_export(root: Path) -> dict:
     """{"prepared", "model", "onnx", "parity"} paths under `root`: prepared data, the trained model
     file, its ONNX export and the export's parity.json."""
-    import torch
-
     from tinyclf.params import params_from_dict
     from tinyclf.serving.onnx_export import export_model
     from tinyclf.training import run_training
@@ -32,6 +30,5 @@ def train_and_export(root: Path) -> dict:
     model = root / "models" / "model.pt"
     run_training(params_from_dict(tree), prepared, model, root / "live", root / "ck", progress_bar=False)
     onnx_path, parity_path = root / "models" / "model.onnx", root / "results" / "parity.json"
-    with torch.no_grad():  # restores autograd's mode afterwards: export_model switches it off process-wide
-        export_model(model, prepared, onnx_path, parity_path)
+    export_model(model, prepared, onnx_path, parity_path)
     return {"prepared": prepared, "model": model, "onnx": onnx_path, "parity": parity_path}

@@ -23,6 +23,7 @@ from http_server import FileServer
 from tinyclf import images as image_files
 from tinyclf.datasets.folder import natural_key
 from tinyclf.download import DownloadError, run_download
+from tinyclf.packing import pack_directory
 from tinyclf.params import params_from_dict
 from tinyclf.preprocessing import PrepareError, prepare
 from tinyclf.prepare_folder import read_folder_index
@@ -73,6 +74,7 @@ def test_packing_is_deterministic_and_sees_a_new_photo(photos, tmp_path):
     second = run_download(folder_params(copy), tmp_path / "b", progress=False)
     assert first.name == "images.tar" and sorted(p.name for p in first.parent.iterdir()) == ["images.tar"]
     assert md5(first) == md5(second), "the same files in another place and with other mtimes must pack alike"
+    assert pack_directory(photos.root, tmp_path / "c.tar", progress=False).md5 == md5(first)  # the md5 it prints
     new = copy / photos.splits["train"][0][0]
     shutil.copy(new, new.with_name("IMG_new.jpg"))
     third = run_download(folder_params(copy), tmp_path / "b", progress=False)

@@ -117,7 +117,7 @@ def _file_md5(path: Path) -> str:
 
 def _pack_folder(source: Path, dest: Path, progress: bool) -> Path:
     report = pack_directory(source, dest, progress=progress)
-    print(f"{dest}: packed {source}: {report.describe()}; md5 {_file_md5(dest)}", file=sys.stderr)
+    print(f"{dest}: packed {source}: {report.describe()}; md5 {report.md5}", file=sys.stderr)
     return dest
 
 

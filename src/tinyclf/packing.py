@@ -17,6 +17,7 @@ is packed as a copy of that file; a symlink to a directory is not followed (it c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -46,6 +47,7 @@ class PackReport:
 
     files: int = 0
     bytes: int = 0
+    md5: str = ""  # of the archive, computed while it is written
     left_out: dict[str, list[str]] = field(default_factory=lambda: {"hidden_or_system": [], "symlinks_outside": [],
                                                                     "symlinked_directories": [], "unreadable": []})
 
@@ -133,8 +135,15 @@ def pack_directory(source: str | Path, dest: str | Path, *, progress: bool = Tru
     directories, files = walk_source(source, report)
     members = sorted([(d, None) for d in directories] + files, key=lambda m: m[0])
     total = sum(path.stat().st_size for _, path in files)
-    with atomic.atomic_path(dest) as tmp, open(tmp, "wb") as fh, \
-            tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8") as tar, \
+    with atomic.atomic_path(dest) as tmp, open(tmp, "wb") as raw:
+        fh = _HashingWriter(raw)
+        _write_tar(fh, source, members, total, report, progress)
+    report.md5 = fh.digest.hexdigest()
+    return report
+
+
+def _write_tar(fh, source: Path, members: list, total: int, report: PackReport, progress: bool) -> None:
+    with tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8") as tar, \
             tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"pack {source.name}",
                  file=sys.stderr, disable=not progress, leave=False) as bar:
         for rel, path in members:
@@ -145,7 +154,21 @@ def pack_directory(source: str | Path, dest: str | Path, *, progress: bool = Tru
             bar.update(report.bytes - bar.n)
         manifest = json.dumps(report.manifest(), indent=1, sort_keys=True).encode()
         tar.addfile(_header(PACK_MANIFEST, directory=False, size=len(manifest)), io.BytesIO(manifest))
-    return report
+
+
+class _HashingWriter:
+    """The archive's file object for tarfile: writes through and keeps the md5, so the download
+    stage can print it without reading a gigabyte-sized archive a second time."""
+
+    def __init__(self, fh):
+        self.fh, self.digest = fh, hashlib.md5()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.fh.tell()
 
 
 def _add_file(tar: tarfile.TarFile, rel: str, path: Path, report: PackReport) -> None:
