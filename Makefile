@@ -7,10 +7,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test browser
 
+# torch's wheel brings its CUDA libraries: a new .venv takes about 6.5 GB. Said up front, rather
+# than as pip's "No space left on device" halfway through.
+VENV_GB := 7
+
 # pip byte-compiles every installed file one by one (~1 minute for torch's thousands); compiling
 # afterwards on all cores, without the packages' own test suites, takes half that. Compiled files
 # matter: with PYTHONDONTWRITEBYTECODE set, every process would otherwise recompile torch on import.
 $(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(VENV_GB) ]; then \
+	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null

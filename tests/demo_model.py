@@ -8,7 +8,6 @@ real exporter. The validation JPEGs are kept as published, for uploading.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import REAL_SUBSET, shrunk_params
+from synthetic_prepared import write_prepared_arrays
 
 SIZE = 64
 CLASSES = 8  # the first CLASSES of wnids.txt
@@ -31,20 +31,11 @@ class DemoModel:
     jpegs: list[Path]  # real validation JPEGs, as published
 
 
-def _write_split(dest: Path, split: str, files: list[bytes], labels: list[int]) -> np.ndarray:
-    from tinyclf.images import decode_image
-
-    images = np.stack([decode_image(data, SIZE, native=SIZE)[0] for data in files])
-    (dest / split).mkdir(parents=True, exist_ok=True)
-    np.save(dest / split / "images.npy", images)
-    np.save(dest / split / "labels.npy", np.array(labels, dtype=np.int64))
-    return images
-
-
 def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
     """A prepared directory (docs/architecture.md's format) of the first CLASSES real classes, and
     its validation images' (file name, JPEG bytes) as published."""
     from tinyclf.datasets.tiny_imagenet import read_index
+    from tinyclf.images import decode_image
 
     index = read_index(REAL_SUBSET)
     chosen = {}
@@ -55,17 +46,11 @@ def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
                 if label < CLASSES and counts[label] < per_class:
                     counts[label] += 1
                     chosen[split].append((member.rsplit("/", 1)[-1], zf.read(member), label))
-    stats = {"dataset": "tiny-imagenet", "generated": False, "image_size": [SIZE, SIZE], "splits": {}}
-    for split, files in chosen.items():
-        images = _write_split(dest, split, [data for _, data, _ in files], [c for _, _, c in files])
-        stats["splits"][split] = {"count": len(files), "per_class": [sum(c == k for *_, c in files) for k in range(CLASSES)],
-                                  "converted": {}, "resized": 0, "skipped": []}
-        if split == "train":
-            scaled = images.reshape(-1, 3) / 255.0
-            stats.update(mean=scaled.mean(0).tolist(), std=scaled.std(0).tolist())
+    splits = {split: (np.stack([decode_image(data, SIZE, native=SIZE)[0] for _, data, _ in files]),
+                      np.array([c for *_, c in files], dtype=np.int64))
+              for split, files in chosen.items()}
     classes = [{"index": i, "id": wnid, "name": name} for i, (wnid, name) in enumerate(index.classes[:CLASSES])]
-    (dest / "classes.json").write_text(json.dumps({"dataset": "tiny-imagenet", "generated": False, "classes": classes}))
-    (dest / "stats.json").write_text(json.dumps(stats))
+    write_prepared_arrays(dest, splits, classes, generated=False)
     return dest, [(name, data) for name, data, _ in chosen["val"]]
 
 

@@ -28,28 +28,36 @@ def _images(labels: np.ndarray, size: int, num_classes: int, rng: np.random.Gene
     return out
 
 
+def write_prepared_arrays(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[dict], *,
+                          generated: bool, dataset: str = "tiny-imagenet") -> Path:
+    """A prepared directory in docs/architecture.md's format from decoded arrays: per split (images
+    NHWC uint8, labels int64), classes.json, and stats.json with the train split's mean and std."""
+    root = Path(root)
+    split_stats = {}
+    for split, (images, labels) in splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        np.save(root / split / "images.npy", images)
+        np.save(root / split / "labels.npy", labels.astype(np.int64))
+        split_stats[split] = {"count": int(len(labels)),
+                              "per_class": np.bincount(labels, minlength=len(classes)).tolist(),
+                              "converted": {"grayscale": 0, "cmyk": 0, "rgba": 0, "other": 0},
+                              "resized": 0, "skipped": []}
+    size = splits["train"][0].shape[1]
+    scaled = splits["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
+    (root / "classes.json").write_text(json.dumps({"dataset": dataset, "generated": generated, "classes": classes}))
+    (root / "stats.json").write_text(json.dumps({
+        "dataset": dataset, "generated": generated, "image_size": [size, size],
+        "mean": scaled.mean(0).tolist(), "std": scaled.std(0).tolist(), "splits": split_stats}))
+    return root
+
+
 def write_prepared(root: Path, *, num_classes: int = 4, train_per_class: int = 24, val_per_class: int = 8,
                    size: int = 32, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    root = Path(root)
-    split_stats = {}
-    train_images = None
+    splits = {}
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)
         labels = labels[rng.permutation(len(labels))]
-        images = _images(labels, size, num_classes, rng)
-        (root / split).mkdir(parents=True, exist_ok=True)
-        np.save(root / split / "images.npy", images)
-        np.save(root / split / "labels.npy", labels)
-        split_stats[split] = {"count": int(len(labels)), "per_class": [per_class] * num_classes,
-                              "converted": {"grayscale": 0, "cmyk": 0, "rgba": 0, "other": 0},
-                              "resized": 0, "skipped": []}
-        if split == "train":
-            train_images = images
-    scaled = train_images.reshape(-1, 3).astype(np.float64) / 255.0
+        splits[split] = (_images(labels, size, num_classes, rng), labels)
     classes = [{"index": i, "id": f"g{i:07d}", "name": f"generated class {i}"} for i in range(num_classes)]
-    (root / "classes.json").write_text(json.dumps({"dataset": "tiny-imagenet", "generated": True, "classes": classes}))
-    (root / "stats.json").write_text(json.dumps({
-        "dataset": "tiny-imagenet", "generated": True, "image_size": [size, size],
-        "mean": scaled.mean(0).tolist(), "std": scaled.std(0).tolist(), "splits": split_stats}))
-    return root
+    return write_prepared_arrays(root, splits, classes, generated=True)

@@ -174,8 +174,8 @@ def test_local_path_is_linked_or_copied_and_verified(archive, tmp_path):
     src.parent.mkdir()
     src.write_bytes(data)
     out = tmp_path / "out"
-    dest = fetch(str(src), out / "archive", md5=md5, dataset=dataset, progress=False)
-    assert dest.read_bytes() == data and _leftovers(out) == ["archive"]
+    dest, got = fetch(str(src), out / "archive", md5=md5, dataset=dataset, progress=False)
+    assert dest.read_bytes() == data and got == md5 and _leftovers(out) == ["archive"]
     assert os.path.samefile(src, dest) or dest.stat().st_nlink == 1  # hard link where possible
     with pytest.raises(DownloadError) as err:
         fetch(str(src), out / "other", md5="0" * 32, dataset=dataset, progress=False)

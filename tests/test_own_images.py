@@ -153,7 +153,7 @@ def test_flat_folder_draws_a_stratified_val_split_stable_under_additions(tmp_pat
     assert {e.name for e in reseeded.members["val"]} != {e.name for e in before.members["val"]}
 
 
-def test_zip_and_served_tar_gz_give_the_same_arrays_as_the_folder(photos, prepared, tmp_path):
+def test_zip_and_served_tar_gz_give_the_same_arrays_as_the_folder(photos, prepared, tmp_path, capsys):
     archive, _ = prepared
     reference = archive.parent.parent / "prepared"
     zipped = own_images.pack_zip(photos.root, tmp_path / "photos.zip", top_dir="photos", macos_junk=True)
@@ -163,6 +163,11 @@ def test_zip_and_served_tar_gz_give_the_same_arrays_as_the_folder(photos, prepar
         sources = [("zip", zipped), ("url", server.url("/datasets/photos.tar.gz"))]
         results = [(name, download_and_prepare(source, tmp_path, name=name)[0]) for name, source in sources]
         assert any("Range" in headers for _, headers, _ in server.requests)
+    # Without download.md5 the stage says what it got, so the user can pin it: the md5 of the file
+    # as fetched (the .tar.gz, not the tar it is unpacked to).
+    said = capsys.readouterr().err
+    for archive_file in (zipped, targz):
+        assert f"md5 {md5(archive_file)} (set download.md5 to pin it)" in said
     for name, got in results:
         assert got.name == ("images.zip" if name == "zip" else "images.tar")
         assert sorted(p.name for p in got.parent.iterdir()) == [got.name]

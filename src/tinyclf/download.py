@@ -22,6 +22,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 import urllib3
@@ -101,18 +102,12 @@ def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, 
     if plan.kind == "directory":
         return _pack_folder(Path(plan.source), dest, progress)
     official_dataset = params.data.dataset if params.data.dataset in OFFICIAL else None
-    fetch(plan.source, dest, md5=plan.md5, retries=params.download.retries, timeout=params.download.timeout,
-          progress=progress, backoff=backoff, dataset=official_dataset)
+    fetched = fetch(plan.source, dest, md5=plan.md5, retries=params.download.retries,
+                    timeout=params.download.timeout, progress=progress, backoff=backoff, dataset=official_dataset)
     if official_dataset is None:
-        return _own_archive(dest, plan)
-    print(f"{dest}: {dest.stat().st_size} bytes from {plan.source}, md5 {plan.md5} verified", file=sys.stderr)
+        return _own_archive(dest, plan, fetched.md5)
+    print(f"{dest}: {dest.stat().st_size} bytes from {plan.source}, md5 {fetched.md5} verified", file=sys.stderr)
     return dest
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    _hash_file(path, digest)
-    return digest.hexdigest()
 
 
 def _pack_folder(source: Path, dest: Path, progress: bool) -> Path:
@@ -121,12 +116,12 @@ def _pack_folder(source: Path, dest: Path, progress: bool) -> Path:
     return dest
 
 
-def _own_archive(dest: Path, plan: DownloadPlan) -> Path:
+def _own_archive(dest: Path, plan: DownloadPlan, md5: str) -> Path:
     """A fetched archive of class folders: refuse what is not a zip, tar or tar.gz (deleting it),
     and unpack a tar.gz to a plain tar, which preprocess can read members of in any order."""
     with open(dest, "rb") as fh:
         head = fh.read(512)
-    checked = f"md5 {plan.md5} verified" if plan.md5 else f"md5 {_file_md5(dest)} (set download.md5 to pin it)"
+    checked = f"md5 {md5} verified" if plan.md5 else f"md5 {md5} (set download.md5 to pin it)"
     if head[:2] == b"\x1f\x8b":
         tar = dest.with_name(f"{FOLDER_ARCHIVE_STEM}.tar")
         try:
@@ -168,8 +163,13 @@ def _clear_out_dir(out_dir: Path, keep: set[str]) -> None:
             entry.unlink()
 
 
+class Fetched(NamedTuple):
+    path: Path
+    md5: str  # of the file as fetched: the caller never has to read it again to say what it got
+
+
 def fetch(source: str, dest: str | Path, *, md5: str | None, retries: int = 5, timeout: float = 60.0,
-          progress: bool = True, backoff: float = 1.0, dataset: str | None = None) -> Path:
+          progress: bool = True, backoff: float = 1.0, dataset: str | None = None) -> Fetched:
     """Fetch `source` (http(s) URL or local path) to `dest`, verified against `md5` (None: no check).
 
     `backoff` is the first wait between HTTP attempts (doubling each time); `dataset`, when given,
@@ -178,17 +178,17 @@ def fetch(source: str, dest: str | Path, *, md5: str | None, retries: int = 5, t
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if re.match(r"^https?://", source):
-        _fetch_http(source, dest, md5=md5, retries=retries, timeout=timeout, progress=progress, backoff=backoff,
-                    dataset=dataset)
+        got = _fetch_http(source, dest, md5=md5, retries=retries, timeout=timeout, progress=progress,
+                          backoff=backoff, dataset=dataset)
     else:
-        _fetch_path(Path(source), dest, md5=md5, progress=progress, dataset=dataset)
-    return dest
+        got = _fetch_path(Path(source), dest, md5=md5, progress=progress, dataset=dataset)
+    return Fetched(dest, got)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
-def _fetch_http(url, dest: Path, *, md5, retries, timeout, progress, backoff, dataset) -> None:
+def _fetch_http(url, dest: Path, *, md5, retries, timeout, progress, backoff, dataset) -> str:
     part = dest.with_name(dest.name + ".part")
     earlier = part.stat().st_size if part.exists() else 0  # left by an interrupted earlier run
     with requests.Session() as session:
@@ -203,7 +203,7 @@ def _fetch_http(url, dest: Path, *, md5, retries, timeout, progress, backoff, da
                 print(f"{url}: attempt {attempt}/{retries} failed ({exc}); retrying in {wait:g} s", file=sys.stderr)
                 time.sleep(wait)
     hint = f" (resumed {earlier} bytes left by an earlier run; run again to download from the start)" if earlier else ""
-    _verify_and_place(part, dest, digest, md5=md5, source=url, dataset=dataset, hint=hint)
+    return _verify_and_place(part, dest, digest, md5=md5, source=url, dataset=dataset, hint=hint)
 
 
 def _hash_file(path: Path, digest) -> None:
@@ -322,7 +322,7 @@ def _check_path_source(src: Path, out_dir: Path | None = None) -> None:
                             "move the archive elsewhere and point download.source there")
 
 
-def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
+def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> str:
     _check_path_source(src)
     # A unique temp name next to dest: hard link (instant, no extra space) or copy into it, verify, rename.
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
@@ -343,7 +343,7 @@ def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
                     bar.update(len(chunk))
                 fout.flush()
                 os.fsync(fout.fileno())
-        _verify_and_place(tmp, dest, digest, md5=md5, source=str(src), dataset=dataset)
+        return _verify_and_place(tmp, dest, digest, md5=md5, source=str(src), dataset=dataset)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -351,8 +351,9 @@ def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> None:
 # --- verification --------------------------------------------------------------------------------
 
 
-def _verify_and_place(tmp: Path, dest: Path, digest, *, md5, source: str, dataset: str | None, hint: str = "") -> None:
-    """Check archive kind and md5 of `tmp`; rename it to `dest`, or delete it and raise DownloadError."""
+def _verify_and_place(tmp: Path, dest: Path, digest, *, md5, source: str, dataset: str | None, hint: str = "") -> str:
+    """Check archive kind and md5 of `tmp`; rename it to `dest` and return its md5, or delete it and
+    raise DownloadError."""
     got = digest.hexdigest()
     problem = None
     if dataset is not None:
@@ -370,3 +371,4 @@ def _verify_and_place(tmp: Path, dest: Path, digest, *, md5, source: str, datase
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, dest)
+    return got
