@@ -17,8 +17,8 @@ VENV_GB := 7
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	  if [ "$$free" -lt $(VENV_GB) ]; then \
-	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; }
-	test -x $(PY) || python3 -m venv $(VENV)
+	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; \
+	  echo "python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null
 	touch $(STAMP)

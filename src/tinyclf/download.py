@@ -121,7 +121,7 @@ def _own_archive(dest: Path, plan: DownloadPlan, md5: str) -> Path:
     and unpack a tar.gz to a plain tar, which preprocess can read members of in any order."""
     with open(dest, "rb") as fh:
         head = fh.read(512)
-    checked = f"md5 {md5} verified" if plan.md5 else f"md5 {md5} (set download.md5 to pin it)"
+    checked = f"md5 {md5} " + ("verified" if plan.md5 else "(set download.md5 to pin it)")
     if head[:2] == b"\x1f\x8b":
         tar = dest.with_name(f"{FOLDER_ARCHIVE_STEM}.tar")
         try:
