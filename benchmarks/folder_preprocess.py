@@ -39,8 +39,8 @@ from own_images_data import generate_large_folder  # noqa: E402
 
 TINYCLF = """
 import sys, time
-from tinyclf.packing import pack_directory
-from tinyclf.preprocessing import prepare
+from tinyclf.data.pack import pack_directory
+from tinyclf.data.preprocess import prepare
 folder, out, size, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()
 pack_directory(folder, out + "/raw/images.tar", progress=False)

@@ -13,7 +13,7 @@ Writes DIR/gpu_check.json (every figure) and DIR/gpu_check.md (the same, to read
      bf16 + channels_last; + compile; + device data. For each: images/s with the data path,
      the data path's share of the step (1 - step time with one fixed batch / step time with the
      real data path), step time, peak memory, MFU (images/s × train GFLOP per image ÷ the card's
-     dense bf16 peak, `tinyclf.cost`; the peak used is written down).
+     dense bf16 peak, `tinyclf.train.cost`; the peak used is written down).
   c. A real-data run through the stage scripts dvc.yaml runs (dvc itself is not needed):
      `stages/preprocess.py` on a Tiny ImageNet archive (`--archive`), then `stages/train.py` under
      torchrun for as many epochs as fit in `--real-seconds`; val top-1, images/s, run.json.
@@ -162,7 +162,7 @@ def synthetic_prepared(root: Path, n: int, size: int, classes: int) -> Path:
 def throughput(device_name: str, quick: bool) -> dict:
     import torch
 
-    from tinyclf.cost import train_flops_per_image
+    from tinyclf.train.cost import train_flops_per_image
 
     device = torch.device(device_name)
     model, size, batch, classes = ("test_resnet", 32, 32, 10) if quick else ("tiny_resnet50", 64, 512, 200)
@@ -190,12 +190,12 @@ def measure(prepared: Path, device, model: str, batch: int, warmup: int, steps: 
     """Images/s through the stage's loop with the real data path, and with one fixed batch (no data path)."""
     import torch
 
-    from tinyclf.cost import mfu
-    from tinyclf.distributed import DistInfo
-    from tinyclf.engine import Progress, StepControl, train_one_epoch
     from tinyclf.params import params_from_dict
-    from tinyclf.recipe import resolve_precision
-    from tinyclf.training import build_step_recipe, build_trainables, load_train_data, wrap_for_training
+    from tinyclf.train.cost import mfu
+    from tinyclf.train.distributed import DistInfo
+    from tinyclf.train.engine import Progress, StepControl, train_one_epoch
+    from tinyclf.train.recipe import resolve_precision
+    from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, wrap_for_training
 
     tree = yaml.safe_load((REPO / "params.yaml").read_text())  # the default recipe, as committed
     tree["train"].update(model=model, batch_size=batch, workers=min(8, os.cpu_count() or 1), **config)

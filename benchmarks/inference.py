@@ -7,7 +7,7 @@ All three run the same weights (random: throughput does not depend on them) on t
 batches, normalization included, in this process, with the threads each library picks by default:
 - eager: the model as the evaluate stage runs it (contiguous NCHW float input);
 - channels_last: the model and its input in channels_last memory format;
-- onnxruntime: the graph the export stage writes (`tinyclf.serving.onnx_export.build_onnx`), taking
+- onnxruntime: the graph the export stage writes (`tinyclf.serve.export.build_onnx`), taking
   uint8 NHWC and normalizing inside.
 Rounds alternate between the three so background load hits each alike; the median of each is
 reported, with its ratio against eager from the same run. Also prints the export's own time. When
@@ -45,7 +45,7 @@ def reference_meta(model: str, num_classes: int, size: int) -> dict:
 
 
 def torch_runner(net: torch.nn.Module, channels_last: bool):
-    from tinyclf.transforms import to_model_input
+    from tinyclf.loading.normalize import to_model_input
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
@@ -69,10 +69,10 @@ def seconds_per_batch(run, images: np.ndarray, min_seconds: float) -> float:
 
 def build(args) -> tuple[dict, Path, float]:
     """The three runners, the exported ONNX file and the export's seconds."""
-    from tinyclf.models import create_model
-    from tinyclf.serving.onnx_export import build_onnx
-    from tinyclf.serving.onnx_model import OnnxModel
-    from tinyclf.serving.torch_model import ServingModel
+    from tinyclf.model.architectures import create_model
+    from tinyclf.serve.export import build_onnx
+    from tinyclf.serve.onnx_model import OnnxModel
+    from tinyclf.serve.torch_model import ServingModel
 
     torch.manual_seed(0)
     net = create_model(args.model, args.classes).eval()

@@ -78,20 +78,17 @@ sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; benchmarks/ is on sys.path)
 from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; benchmarks/ is on sys.path)
+from tinyclf.augment.device import DeviceAugment
+from tinyclf.augment.per_image import PerImageAugment, SampleSeeder, build_augment
+from tinyclf.loading.dataset import PreparedDataset
+from tinyclf.loading.device_data import DeviceSplit, DeviceTrainBatches
+from tinyclf.loading.loader import make_loader
+from tinyclf.loading.normalize import to_model_input
+from tinyclf.loading.samplers import EpochSampler
 from tinyclf.params import TrainParams  # noqa: E402
-from tinyclf.device_augment import DeviceAugment  # noqa: E402
-from tinyclf.device_data import DeviceSplit, DeviceTrainBatches  # noqa: E402
-from tinyclf.transforms import (  # noqa: E402
-    EpochSampler,
-    PreparedDataset,
-    SampleSeeder,
-    build_augment,
-    make_loader,
-    to_model_input,
-)
 
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 IMAGE_SIZE = 64
@@ -129,7 +126,7 @@ def parse_args() -> argparse.Namespace:
 
 def prepare_arrays(archive: Path, out: Path) -> None:
     """The preprocess stage's own code: zip -> data/prepared-style arrays."""
-    from tinyclf.preprocessing import prepare
+    from tinyclf.data.preprocess import prepare
 
     prepare(archive, out, dataset="tiny-imagenet", image_size=0, workers=2, progress=False)
 
@@ -388,7 +385,7 @@ def main() -> int:
         loader_kw = dict(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
                          drop_last=True, persistent_workers=False)
 
-        ours_set = PreparedDataset(prepared, "train", build_augment(tp, IMAGE_SIZE), seed=0)
+        ours_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(tp, IMAGE_SIZE), seed=0))
         tv_set = ImageFolder(str(jpeg_root), transform=T.Compose([
             T.RandomResizedCrop(IMAGE_SIZE, scale=(0.35, 1.0)),
             T.RandomHorizontalFlip(),
@@ -397,7 +394,7 @@ def main() -> int:
         ]))
         assert len(tv_set) == len(ours_set), (len(tv_set), len(ours_set))
         pad = TrainParams(crop="pad_crop")
-        ours_pad_set = PreparedDataset(prepared, "train", build_augment(pad, IMAGE_SIZE), seed=0)
+        ours_pad_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(pad, IMAGE_SIZE), seed=0))
         split = DeviceSplit(prepared, "train", torch.device("cpu"))
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

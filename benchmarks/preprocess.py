@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/preprocess.py [--archive ../shared/data/tiny-imagenet-200-subset.zip] [--repeats 3]
 
-1. Decoding: `tinyclf.preprocessing.prepare` (members read from the zip, OpenCV, all cores,
+1. Decoding: `tinyclf.data.preprocess.prepare` (members read from the zip, OpenCV, all cores,
    straight into memory-mapped arrays) against the obvious baseline: extract the zip to a temp
    dir, then in one process open each image with PIL, convert("RGB"), and np.stack the list.
 2. DVC: wall time of `dvc add` and `dvc status` on the prepared directory (6 files) against the
@@ -26,10 +26,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py (scripts run with benchmarks/ on sys.path)
 from PIL import Image
 
-from tinyclf.preprocessing import available_cores, prepare
-from machine import cpu_model  # benchmarks/machine.py (scripts run with benchmarks/ on sys.path)
+from tinyclf.data.preprocess import available_cores, prepare
 
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 

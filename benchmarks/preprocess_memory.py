@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/preprocess_memory.py [--archive ../shared/data/tiny-imagenet-200-subset.zip]
         [--workers 2] [--src OTHER/src]
 
-Each case runs `tinyclf.preprocessing.prepare` (all the subset's 30,000 JPEGs, `--workers`
+Each case runs `tinyclf.data.preprocess.prepare` (all the subset's 30,000 JPEGs, `--workers`
 decode processes) in a child process and samples the memory of that process and its decode
 workers every 20 ms:
 - **tree RSS**: the sum of the resident set sizes of all of them (an upper bound: shared
@@ -36,7 +36,7 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 CHILD = """
 import sys
-from tinyclf.preprocessing import prepare
+from tinyclf.data.preprocess import prepare
 summary = prepare(sys.argv[1], sys.argv[2], dataset="tiny-imagenet", workers=int(sys.argv[3]),
                   on_corrupt=sys.argv[4], progress=False)
 print(summary.describe())

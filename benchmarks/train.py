@@ -55,13 +55,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
-    from tinyclf.distributed import DistInfo
-    from tinyclf.engine import Progress, StepControl, StepRecipe, train_one_epoch
-    from tinyclf.models import create_model
-    from tinyclf.params import params_from_dict
-    from tinyclf.recipe import build_loss_and_mixup, build_optimizer, build_scheduler
-    from tinyclf.transforms import EpochSampler, PreparedDataset, build_augment, make_loader, to_model_input
     from timm.utils import ModelEmaV3
+
+    from tinyclf.augment.per_image import PerImageAugment, build_augment
+    from tinyclf.loading.dataset import PreparedDataset
+    from tinyclf.loading.loader import make_loader
+    from tinyclf.loading.normalize import to_model_input
+    from tinyclf.loading.samplers import EpochSampler
+    from tinyclf.model.architectures import create_model
+    from tinyclf.params import params_from_dict
+    from tinyclf.train.distributed import DistInfo
+    from tinyclf.train.engine import Progress, StepControl, StepRecipe, train_one_epoch
+    from tinyclf.train.recipe import build_loss_and_mixup, build_optimizer, build_scheduler
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +82,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_arrays(root, n_images, args.image_size, args.classes)
-        dataset = PreparedDataset(root, "train", augment=build_augment(tp, args.image_size), seed=tp.seed)
+        dataset = PreparedDataset(root, "train", PerImageAugment(build_augment(tp, args.image_size), seed=tp.seed))
         sampler = EpochSampler(len(dataset), seed=tp.seed)
         loader = make_loader(dataset, sampler, args.batch, workers=args.workers, prefetch_factor=tp.prefetch_factor,
                              pin_memory=False, drop_last=True)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def download(params) -> None:
-        from tinyclf.download import run_download
+        from tinyclf.data.download import run_download
 
         run_download(params, args.out, progress=not args.no_progress)
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def evaluate(params) -> None:
-        from tinyclf.evaluation import run_evaluation
+        from tinyclf.evaluate.run import run_evaluation
 
         result = run_evaluation(args.data, args.model, args.out, params.evaluate, progress=not args.no_progress)
         m, s = result["metrics"], result["speed"]

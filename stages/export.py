@@ -4,7 +4,7 @@
         --parity results/export/parity.json
 
 The graph takes RGB uint8 N×S×S×3 and normalizes inside; class names and input size are in its
-metadata (tinyclf.serving.onnx_export). Fails, writing nothing, if onnxruntime and PyTorch disagree on
+metadata (tinyclf.serve.export). Fails, writing nothing, if onnxruntime and PyTorch disagree on
 the prepared val images (max |logit difference| > 1e-3 or top-1 agreement < 99.8%).
 """
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def export(params) -> None:
-        from tinyclf.serving.onnx_export import export_model
+        from tinyclf.serve.export import export_model
 
         r = export_model(args.model, args.data, args.out, args.parity)
         print(f"export: {args.out} ({r['onnx_bytes'] / 1e6:.1f} MB, opset {r['opset']}, {r['exporter']} exporter, "

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def preprocess(params) -> None:
-        from tinyclf.preprocessing import find_archive, prepare
+        from tinyclf.data.preprocess import find_archive, prepare
 
         summary = prepare(
             find_archive(args.raw, params.data.dataset),

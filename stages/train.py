@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def train(params) -> None:
-        from tinyclf.training import run_training
+        from tinyclf.train.run import run_training
 
         result = run_training(params, args.data, args.model_out, args.live, args.checkpoints,
                               progress_bar=not args.no_progress)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from helpers import REAL_SUBSET, shrunk_params
 from synthetic_prepared import write_prepared_arrays
 
@@ -34,8 +33,8 @@ class DemoModel:
 def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
     """A prepared directory (docs/architecture.md's format) of the first CLASSES real classes, and
     its validation images' (file name, JPEG bytes) as published."""
-    from tinyclf.datasets.tiny_imagenet import read_index
-    from tinyclf.images import decode_image
+    from tinyclf.data.formats.tiny_imagenet import read_index
+    from tinyclf.data.images import decode_image
 
     index = read_index(REAL_SUBSET)
     chosen = {}
@@ -56,10 +55,10 @@ def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
 
 def make_demo_model(root: Path) -> DemoModel:
     """Everything `tinyclf demo` and `tinyclf space` read, under `root` (about 10 s on one core)."""
-    from tinyclf.evaluation import run_evaluation
+    from tinyclf.evaluate.run import run_evaluation
     from tinyclf.params import params_from_dict
-    from tinyclf.serving.onnx_export import export_model
-    from tinyclf.training import run_training
+    from tinyclf.serve.export import export_model
+    from tinyclf.train.run import run_training
 
     prepared, val_files = real_prepared(root / "prepared")
     tree = shrunk_params(data__image_size=SIZE, train__model="test_resnet", train__epochs=3, train__crop="pad_crop")

@@ -34,10 +34,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import bombs
 import numpy as np
 from PIL import Image
-
-import bombs
 
 SUBSET_TOP = "tiny-imagenet-200"
 KINDS = ("grayscale", "palette", "cmyk", "rgba", "16bit")  # what a loader must convert to RGB

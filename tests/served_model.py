@@ -20,8 +20,8 @@ def train_and_export(root: Path) -> dict:
     """{"prepared", "model", "onnx", "parity"} paths under `root`: prepared data, the trained model
     file, its ONNX export and the export's parity.json."""
     from tinyclf.params import params_from_dict
-    from tinyclf.serving.onnx_export import export_model
-    from tinyclf.training import run_training
+    from tinyclf.serve.export import export_model
+    from tinyclf.train.run import run_training
 
     root = Path(root)
     prepared = write_prepared(root / "prepared", num_classes=NUM_CLASSES, train_per_class=16, val_per_class=8,

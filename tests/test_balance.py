@@ -2,7 +2,7 @@
 the same in the workers and device backends, for any number of processes and across a resume.
 
 Real components: the prepared arrays, both backends' batch sources as training builds them
-(`training.load_train_data`), the checkpoint fingerprint; no mocks.
+(`train.run.load_train_data`), the checkpoint fingerprint; no mocks.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from helpers import shrunk_params
 from synthetic_prepared import write_prepared
 from test_sync_free import steady_epoch
 
-from tinyclf import checkpoint
-from tinyclf.distributed import DistInfo
+from tinyclf.augment.per_image import PerImageAugment, build_augment
+from tinyclf.loading.dataset import PreparedDataset
+from tinyclf.loading.samplers import BalancedDraw, EpochSampler, epoch_order
 from tinyclf.params import params_from_dict
-from tinyclf.training import load_train_data
-from tinyclf.transforms import BalancedDraw, EpochSampler, PreparedDataset, build_augment, epoch_order
+from tinyclf.train import checkpoint
+from tinyclf.train.distributed import DistInfo
+from tinyclf.train.run import load_train_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,7 +85,7 @@ def test_a_repeated_image_is_augmented_differently_per_draw(tmp_path):
     repeat the same crop."""
     write_prepared(tmp_path, num_classes=2, train_per_class=4, val_per_class=1)
     train_params = params_from_dict(shrunk_params(train__crop="random_resized_crop")).train
-    dataset = PreparedDataset(tmp_path, "train", augment=build_augment(train_params, 32), seed=1)
+    dataset = PreparedDataset(tmp_path, "train", PerImageAugment(build_augment(train_params, 32), seed=1))
     first, second = dataset[(0, 2, 10)][0], dataset[(0, 2, 11)][0]
     assert not torch.equal(first, second)
     assert torch.equal(dataset[(0, 2, 10)][0], first)  # and the same draw gives the same image

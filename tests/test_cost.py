@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tinyclf.cost import RunCost, mfu, peak_flops, train_flops_per_image
-from tinyclf.report import cost_text, mfu_text
+from tinyclf.report.report import cost_text, mfu_text
+from tinyclf.train.cost import RunCost, mfu, peak_flops, train_flops_per_image
 
 
 def test_training_one_reference_image_costs_6_6_gflop():

@@ -18,11 +18,11 @@ import torch
 from helpers import shrunk_params
 from synthetic_prepared import write_prepared
 
-from tinyclf.distributed import DistInfo
-from tinyclf.engine import Progress, StepControl, train_one_epoch
 from tinyclf.params import params_from_dict
-from tinyclf.recipe import seed_everything
-from tinyclf.training import build_step_recipe, build_trainables, load_train_data, run_training
+from tinyclf.train.distributed import DistInfo
+from tinyclf.train.engine import Progress, StepControl, train_one_epoch
+from tinyclf.train.recipe import seed_everything
+from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, run_training
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -91,7 +91,7 @@ def test_deterministic_training_on_cuda_repeats_bit_for_bit(tmp_path, prepared):
 
 
 def test_device_augmentation_is_the_same_on_cuda_and_cpu():
-    from tinyclf.device_augment import DeviceAugment, sample_keys, uniforms
+    from tinyclf.augment.device import DeviceAugment, sample_keys, uniforms
     from tinyclf.params import TrainParams
 
     indices = torch.arange(1000, 1064)
@@ -116,7 +116,7 @@ def _steady_setup(prepared, device, **overrides):
 
 
 def test_a_checkpoint_moves_from_cuda_to_cpu_and_back(tmp_path, prepared):
-    from tinyclf.checkpoint import RunCheckpoint, load
+    from tinyclf.train.checkpoint import RunCheckpoint, load
 
     fingerprint = {"test": "cuda-cpu"}
     progress = Progress()
@@ -137,7 +137,7 @@ def test_a_checkpoint_moves_from_cuda_to_cpu_and_back(tmp_path, prepared):
 
 
 def test_evaluate_on_cuda_equals_evaluate_on_cpu(tmp_path, prepared):
-    from tinyclf.evaluation import run_evaluation
+    from tinyclf.evaluate.run import run_evaluation
     from tinyclf.params import EvaluateParams
 
     train(tmp_path, prepared, "model", train__compile=False)

@@ -17,10 +17,10 @@ import torch
 from helpers import REPO, run, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
+from tinyclf.model.architectures import create_model
 from tinyclf.params import params_from_dict
-from tinyclf.models import create_model
-from tinyclf.recipe import seed_everything
-from tinyclf.training import run_training
+from tinyclf.train.recipe import seed_everything
+from tinyclf.train.run import run_training
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

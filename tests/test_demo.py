@@ -19,10 +19,10 @@ import pytest
 from browser import (assert_same_top5, chrome, expected_rows, free_port, screenshot, server_env, serving, upload,
                      wait_for, wait_for_top5)
 from demo_model import CLASSES, make_demo_model
-
 from helpers import REAL_SUBSET
-from tinyclf.serving.demo import pick_examples
-from tinyclf.serving.predictor import load_predictor, read_image
+
+from tinyclf.serve.demo import pick_examples
+from tinyclf.serve.predictor import load_predictor, read_image
 
 pytestmark = [pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny ImageNet subset not present at {REAL_SUBSET}"),
               pytest.mark.usefixtures("one_torch_thread")]

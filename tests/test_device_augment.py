@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tinyclf.device_augment import (DeviceAugment, color_jitter, pad_crop, random_erasing, resized_crop, rrc_boxes,
+from tinyclf.augment.device import (DeviceAugment, color_jitter, pad_crop, random_erasing, resized_crop, rrc_boxes,
                                     sample_keys, uniforms)
+from tinyclf.augment.per_image import PAD_BORDER, RRC_RATIO, SampleSeeder
 from tinyclf.params import TrainParams
-from tinyclf.transforms import PAD_BORDER, RRC_RATIO, SampleSeeder
 
 SIZE = 32
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.15]

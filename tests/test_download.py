@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from http_server import FileServer
-from tinyclf.datasets.generated import is_generated, write_archive
-from tinyclf.download import DownloadError, fetch, plan_download, run_download
+
+from tinyclf.data.download import plan_download, run_download
+from tinyclf.data.fetch import DownloadError, fetch
+from tinyclf.data.formats.generated import is_generated, write_archive
 from tinyclf.params import OFFICIAL, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]

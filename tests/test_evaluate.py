@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import REPO, shrunk_params, write_params
+
 from tinyclf.environment import environment_info
-from tinyclf.evaluation import expected_calibration_error, run_evaluation
-from tinyclf.model_file import load_model_file, save_model_file
-from tinyclf.models import create_model
+from tinyclf.evaluate.metrics import expected_calibration_error
+from tinyclf.evaluate.run import run_evaluation
+from tinyclf.model.architectures import create_model
+from tinyclf.model.file import load_model_file, save_model_file
 from tinyclf.params import Params, params_from_dict
 
 torch.set_num_threads(1)

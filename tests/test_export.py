@@ -3,7 +3,7 @@ classes in its metadata, matches PyTorch in onnxruntime, and is written only whe
 
 Real components: a model trained by `run_training` (tests/served_model.py), the real exporter,
 onnx's checker and onnxruntime; the expected logits come from the model file through the same
-normalization the evaluate stage uses (`tinyclf.transforms.to_model_input`), not from the export code.
+normalization the evaluate stage uses (`tinyclf.loading.normalize.to_model_input`), not from the export code.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import REPO
 from served_model import SIZE, train_and_export
 
-from helpers import REPO
-from tinyclf.arrays import load_classes, load_split
-from tinyclf.model_file import load_model_file
-from tinyclf.serving.onnx_export import ExportError, check_parity, export_model, parity, parity_images
-from tinyclf.serving.onnx_model import OnnxModel
-from tinyclf.serving.predictor import load_predictor
-from tinyclf.serving.torch_model import load_serving_model
-from tinyclf.transforms import to_model_input
+from tinyclf.data.arrays import load_classes, load_split
+from tinyclf.loading.normalize import to_model_input
+from tinyclf.model.file import load_model_file
+from tinyclf.serve.export import ExportError, check_parity, export_model, parity, parity_images
+from tinyclf.serve.onnx_model import OnnxModel
+from tinyclf.serve.predictor import load_predictor
+from tinyclf.serve.torch_model import load_serving_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

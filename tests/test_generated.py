@@ -16,14 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyclf.datasets.generated import (
-    CIFAR10_LABEL_NAMES,
-    class_description,
-    cifar10_meta_bytes,
-    is_generated,
-    py2_pickle,
-    write_archive,
-)
+from tinyclf.data.formats.generated import (CIFAR10_LABEL_NAMES, cifar10_meta_bytes, class_description, is_generated,
+                                            py2_pickle, write_archive)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_SUBSET = SHARED / "tiny-imagenet-200-subset.zip"

@@ -39,7 +39,7 @@ def test_the_reduced_archive_keeps_the_official_layout(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     from gpu_check import reduced_archive
 
-    from tinyclf.datasets.tiny_imagenet import read_index
+    from tinyclf.data.formats.tiny_imagenet import read_index
 
     out = reduced_archive(REAL_SUBSET, tmp_path / "r.zip", 3, 5, 2)
     index = read_index(out)

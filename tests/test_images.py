@@ -1,4 +1,4 @@
-"""tinyclf.images: an image's size is read from its header and checked before anything is decoded;
+"""tinyclf.data.images: an image's size is read from its header and checked before anything is decoded;
 photos come out upright, square the way the user asked, and 8-bit RGB, with conversions counted."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from bombs import png_bomb, tiff_bomb
 from PIL import Image, ImageOps
 
-from bombs import png_bomb, tiff_bomb
-from tinyclf import arrays
-from tinyclf.images import (CONVERSIONS, FITS, MAX_IMAGE_PIXELS, check_header, decode_image, decode_photo,
-                            exif_orientation, fit_square, header_size, jpeg_scale_down, resize_square)
+from tinyclf.data import arrays
+from tinyclf.data.images import (CONVERSIONS, FITS, MAX_IMAGE_PIXELS, check_header, decode_image, decode_photo,
+                                 exif_orientation, fit_square, header_size, jpeg_scale_down, resize_square)
 
 
 def encoded(ext: str, width: int, height: int, params=()) -> bytes:

@@ -17,13 +17,13 @@ import torch
 from helpers import shrunk_params
 from synthetic_prepared import write_prepared
 
-from tinyclf import checkpoint
-from tinyclf.init_weights import InitWeightsError, apply_init, classifier_names
-from tinyclf.model_file import read_model_file
-from tinyclf.models import create_model
+from tinyclf.model.architectures import create_model
+from tinyclf.model.file import read_model_file
+from tinyclf.model.init_weights import InitWeightsError, apply_init, classifier_names
 from tinyclf.params import params_from_dict
-from tinyclf.report import init_text
-from tinyclf.training import run_training
+from tinyclf.report.report import init_text
+from tinyclf.train import checkpoint
+from tinyclf.train.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""tinyclf.model_file: the model file round trip, identical bytes, plain meta, clear errors."""
+"""tinyclf.model.file: the model file round trip, identical bytes, plain meta, clear errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from tinyclf.environment import environment_info
-from tinyclf.model_file import MODEL_FILE_FORMAT, ModelFileError, load_model_file, save_model_file
-from tinyclf.models import ModelError, create_model
+from tinyclf.model.architectures import ModelError, create_model
+from tinyclf.model.file import MODEL_FILE_FORMAT, ModelFileError, load_model_file, save_model_file
 from tinyclf.params import Params
 
 torch.set_num_threads(1)

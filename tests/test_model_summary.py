@@ -1,4 +1,4 @@
-"""tinyclf.model_summary: parameter counts and the torchinfo table, pinned to the reference figures."""
+"""tinyclf.model.summary: parameter counts and the torchinfo table, pinned to the reference figures."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torchinfo
 from torch import nn
 
-from tinyclf.model_summary import count_parameters, format_model_table, model_table
-from tinyclf.models import create_model
+from tinyclf.model.architectures import create_model
+from tinyclf.model.summary import count_parameters, format_model_table, model_table
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""tinyclf.models: the reference model's shape and parameter counts, timm passthrough, unknown names.
+"""tinyclf.model.architectures: the reference model's shape and parameter counts, timm passthrough, unknown names.
 
 The table and mult-adds are in test_model_summary.py, the model file in test_model_file.py.
 """
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinyclf.model_summary import count_parameters
-from tinyclf.models import ModelError, create_model
+from tinyclf.model.architectures import ModelError, create_model
+from tinyclf.model.summary import count_parameters
 
 torch.set_num_threads(1)
 
@@ -129,9 +129,9 @@ def test_bad_num_classes():
 
 
 def test_models_holds_only_the_architecture():
-    # The train stage depends on models.py: the model file, the table and the environment live
+    # The train stage depends on model/architectures.py: the model file, the table and the environment live
     # elsewhere (no re-exports), so that editing them does not re-run a training.
-    import tinyclf.models as models
+    import tinyclf.model.architectures as models
 
     for moved in ("save_model_file", "load_model_file", "read_model_file", "ModelFileError", "count_parameters",
                   "model_table", "format_model_table", "environment_info"):

@@ -31,10 +31,10 @@ import torch
 from helpers import REPO, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
-from tinyclf.models import create_model
+from tinyclf.model.architectures import create_model
 from tinyclf.params import params_from_dict
-from tinyclf.recipe import seed_everything
-from tinyclf.training import run_training
+from tinyclf.train.recipe import seed_everything
+from tinyclf.train.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

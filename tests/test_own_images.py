@@ -14,19 +14,20 @@ import shutil
 import tarfile
 
 import numpy as np
-import pytest
-from PIL import Image, ImageOps
-
 import own_images
+import pytest
 from helpers import REAL_SUBSET
 from http_server import FileServer
-from tinyclf import images as image_files
-from tinyclf.datasets.folder import natural_key
-from tinyclf.download import DownloadError, run_download
-from tinyclf.packing import pack_directory
+from PIL import Image, ImageOps
+
+from tinyclf.data import images as image_files
+from tinyclf.data.download import run_download
+from tinyclf.data.fetch import DownloadError
+from tinyclf.data.formats.folder import natural_key
+from tinyclf.data.pack import pack_directory
+from tinyclf.data.prepare_folder import read_folder_index
+from tinyclf.data.preprocess import PrepareError, prepare
 from tinyclf.params import params_from_dict
-from tinyclf.preprocessing import PrepareError, prepare
-from tinyclf.prepare_folder import read_folder_index
 
 SIZE = 40
 

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
-from PIL import Image, ImageOps
-
 import own_images
+import pytest
 from helpers import REAL_SUBSET, REPO, run
-
+from PIL import Image, ImageOps
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import json
 import re
 import shutil
 
-import pytest
-
 import own_images
+import pytest
 from helpers import REAL_SUBSET, make_repo_copy, run, shrunk_params, venv_env
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
 
 STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
@@ -58,7 +57,7 @@ def test_second_repro_runs_nothing(pipeline):
 
 def test_library_edit_reruns_only_what_it_affects(pipeline):
     repo, env, _ = pipeline
-    report = repo / "src/tinyclf/report.py"
+    report = repo / "src/tinyclf/report/report.py"
     original = report.read_text()
     report.write_text(original + "\n# an edit a developer makes\n")
     try:
@@ -74,8 +73,8 @@ def changed_stages(repo, env) -> dict:
 
 
 @pytest.mark.parametrize("module, stages", [
-    ("model_summary.py", ["summarize"]),  # the report's layer table must not re-run a training
-    ("model_file.py", ["evaluate", "export", "summarize", "train"]),
+    ("model/summary.py", ["summarize"]),  # the report's layer table must not re-run a training
+    ("model/file.py", ["evaluate", "export", "summarize", "train"]),
     ("environment.py", ["evaluate", "train"]),
 ])
 def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):

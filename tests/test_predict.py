@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 from bombs import png_bomb
+from helpers import REAL_SUBSET, REPO, run, venv_env
 from served_model import train_and_export
 
-from helpers import REAL_SUBSET, REPO, run, venv_env
 from tinyclf import cli
-from tinyclf.arrays import load_split
-from tinyclf.images import MAX_IMAGE_BYTES
+from tinyclf.data.arrays import load_split
+from tinyclf.data.images import MAX_IMAGE_BYTES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PHOTOS = 12

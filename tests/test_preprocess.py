@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bombs import png_bomb
+from helpers import REPO, shrunk_params, venv_env, write_params
 from PIL import Image
 
-from helpers import REPO, shrunk_params, venv_env, write_params
-from tinyclf import arrays
-from tinyclf.datasets import cifar10, tiny_imagenet
-from tinyclf.datasets.generated import write_archive
-from bombs import png_bomb
-from tinyclf.images import decode_image
-from tinyclf.preprocessing import PrepareError, prepare
+from tinyclf.data import arrays
+from tinyclf.data.formats import cifar10, tiny_imagenet
+from tinyclf.data.formats.generated import write_archive
+from tinyclf.data.images import decode_image
+from tinyclf.data.preprocess import PrepareError, prepare
 
 ROOT = "tiny-imagenet-200/"
 # Deliberately not sorted: the class order must be wnids.txt's, not alphabetical.

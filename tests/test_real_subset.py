@@ -11,11 +11,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import REAL_SUBSET
 from PIL import Image
 
-from helpers import REAL_SUBSET
-from tinyclf import arrays
-from tinyclf.preprocessing import prepare
+from tinyclf.data import arrays
+from tinyclf.data.preprocess import prepare
 
 pytestmark = pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny ImageNet subset not present at {REAL_SUBSET}")
 

@@ -16,18 +16,9 @@ import time
 
 import pytest
 import yaml
+from dvc_flow import (PULLED_FILES, assert_up_to_date, cache_objects, cache_problems, clone, clone_and_pull, digests,
+                      dvc, published)
 from helpers import REPO, venv_env
-from dvc_flow import (
-    PULLED_FILES,
-    assert_up_to_date,
-    cache_objects,
-    cache_problems,
-    clone,
-    clone_and_pull,
-    digests,
-    dvc,
-    published,
-)
 from s3_server import AuthS3Server, S3Server, closed_port
 
 BUCKET = "tinyclf-test"

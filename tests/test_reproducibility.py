@@ -14,7 +14,7 @@ import pytest
 import torch
 from dvc_flow import clone_and_pull, digests, dvc, published
 
-from tinyclf.model_file import read_model_file
+from tinyclf.model.file import read_model_file
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,9 @@ import torch
 from helpers import REPO, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
-from tinyclf import checkpoint
 from tinyclf.params import params_from_dict
-from tinyclf.training import run_training
-
+from tinyclf.train import checkpoint
+from tinyclf.train.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

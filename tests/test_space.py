@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from browser import (assert_same_top5, chrome, expected_rows, free_port, require_browser, screenshot, server_env,
                      serving, upload, wait_for_top5)
+from helpers import REAL_SUBSET, REPO
 from served_model import train_and_export
 
-from helpers import REAL_SUBSET, REPO
-from tinyclf.serving.predictor import load_predictor, read_image
+from tinyclf.serve.predictor import load_predictor, read_image
 
 pytestmark = [pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny ImageNet subset not present at {REAL_SUBSET}"),
               pytest.mark.usefixtures("one_torch_thread")]

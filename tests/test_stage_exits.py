@@ -22,9 +22,9 @@ from helpers import REPO, run, shrunk_params, venv_env, write_params
 from PIL import Image
 from synthetic_prepared import write_prepared
 
-from tinyclf.evaluation import run_evaluation
+from tinyclf.evaluate.run import run_evaluation
 from tinyclf.params import params_from_dict
-from tinyclf.training import run_training
+from tinyclf.train.run import run_training
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from dvclive import Live
-
 from helpers import shrunk_params
 from test_evaluate import load_stage, make_model_file, make_prepared, params_file, png_size
+
 from tinyclf.params import params_from_dict
-from tinyclf.report import params_differences, read_dvclive_series, reference_verdict
+from tinyclf.report.report import params_differences, read_dvclive_series, reference_verdict
 
 torch.set_num_threads(1)
 
@@ -37,7 +37,7 @@ def make_train_dir(path: Path) -> Path:
             live.log_metric("images_per_s", 500.0 + epoch)
             live.log_metric("epoch_time_s", 1.5)
             live.next_step()
-    # The keys tinyclf.training writes.
+    # The keys tinyclf.train.run writes.
     (path / "run.json").write_text(json.dumps({
         "device": "cpu", "device_type": "cpu", "device_count": 0, "world_size": 1, "nodes": 1,
         "precision": "fp32", "compile": False, "channels_last": True, "aug_backend": "workers", "epochs": EPOCHS,
@@ -163,7 +163,7 @@ def test_report_warns_of_imbalance_and_says_what_the_weights_started_from(pipeli
     it) and a model file whose meta records train.init: the report and card say both."""
     import shutil
 
-    from tinyclf.model_file import read_model_file, save_model_file
+    from tinyclf.model.file import read_model_file, save_model_file
 
     p = dict(pipeline, prepared=tmp_path / "prepared", model=tmp_path / "model.pt")
     shutil.copytree(pipeline["prepared"], p["prepared"])
@@ -197,7 +197,7 @@ def test_report_of_a_model_from_scratch_and_balanced_data(summary):
 
 
 def test_class_counts_of_200_classes_stay_short():
-    from tinyclf.report import Inputs, _class_counts_lines
+    from tinyclf.report.report import Inputs, _class_counts_lines
 
     train = [500] * 200
     train[17], train[42] = 3, 900
@@ -212,7 +212,7 @@ def test_class_counts_of_200_classes_stay_short():
 
 
 def test_report_and_card_mention_the_onnx_export_with_its_parity(pipeline, summary, tmp_path):
-    from tinyclf.serving.onnx_export import export_model
+    from tinyclf.serve.export import export_model
 
     parity = tmp_path / "parity.json"
     export_model(pipeline["model"], pipeline["prepared"], tmp_path / "model.onnx", parity)

@@ -14,11 +14,11 @@ import torch
 from helpers import shrunk_params
 from synthetic_prepared import write_prepared
 
-from tinyclf.distributed import DistInfo
-from tinyclf.engine import Progress, StepControl, train_one_epoch
 from tinyclf.params import params_from_dict
-from tinyclf.recipe import seed_everything
-from tinyclf.training import build_step_recipe, build_trainables, load_train_data
+from tinyclf.train.distributed import DistInfo
+from tinyclf.train.engine import Progress, StepControl, train_one_epoch
+from tinyclf.train.recipe import seed_everything
+from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data
 
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 

@@ -16,12 +16,12 @@ import torch
 from helpers import REPO, run, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
-from tinyclf import checkpoint
-from tinyclf.engine import NonFiniteLossError
-from tinyclf.model_file import load_model_file
+from tinyclf.model.file import load_model_file
 from tinyclf.params import params_from_dict
-from tinyclf.recipe import StepPlan, TrainingError, build_optimizer, build_scheduler, plan_steps, scaled_lr
-from tinyclf.training import run_training
+from tinyclf.train import checkpoint
+from tinyclf.train.engine import NonFiniteLossError
+from tinyclf.train.recipe import StepPlan, TrainingError, build_optimizer, build_scheduler, plan_steps, scaled_lr
+from tinyclf.train.run import run_training
 
 FAST = dict(train__model="test_resnet", train__crop="pad_crop", train__lr=0.4, train__epochs=3)
 
@@ -86,7 +86,7 @@ def test_recipe_uses_timm_pieces_as_documented(prepared):
                          train__warmup_epochs=1, train__warmup_lr=1e-5, train__epochs=4)
     tp = params.train
     assert scaled_lr(tp) == pytest.approx(0.1 * 32 * 2 / 256)
-    from tinyclf.models import create_model
+    from tinyclf.model.architectures import create_model
 
     model = create_model("test_resnet", 4)
     opt = build_optimizer(model, tp)

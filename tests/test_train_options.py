@@ -4,7 +4,7 @@ bf16 autocast, sync_bn, and optimizers other than SGD.
 
 Every test trains a timm test model (`test_efficientnet_gn`: GroupNorm, 0.1M params, or
 `test_resnet` where BatchNorm matters) for a few steps on tiny synthetic prepared data
-(tests/synthetic_prepared.py) through `tinyclf.training.run_training`, and checks what the run
+(tests/synthetic_prepared.py) through `tinyclf.train.run.run_training`, and checks what the run
 leaves behind: the model file, DVCLive's per-epoch logs, run.json and the resume checkpoint.
 """
 
@@ -26,9 +26,9 @@ import torch
 from helpers import REPO, run, shrunk_params, venv_env, write_params
 from synthetic_prepared import write_prepared
 
-from tinyclf.evaluation import run_evaluation
+from tinyclf.evaluate.run import run_evaluation
 from tinyclf.params import params_from_dict
-from tinyclf.training import run_training
+from tinyclf.train.run import run_training
 
 # GroupNorm: no batch statistics, so how a batch is split or sharded does not change the numbers.
 GN = "test_efficientnet_gn"
@@ -252,7 +252,7 @@ def test_plateau_scheduler_decays_only_after_patience_without_improvement(tmp_pa
 
 
 def test_plateau_schedule_survives_an_interruption(tmp_path):
-    """training.py promises that a resumed run continues the interrupted one exactly. With `plateau`
+    """train/run.py promises that a resumed run continues the interrupted one exactly. With `plateau`
     that needs ReduceLROnPlateau's count of epochs without improvement in the checkpoint (timm's own
     state dict drops it): without it the lr decays up to 10 epochs later than uninterrupted."""
     prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=32, val_per_class=2)
@@ -312,7 +312,7 @@ def test_the_training_step_of_tiny_resnet50_compiles_without_graph_breaks():
     loss of mixed soft targets) is one graph: a graph break would leave that part to Python on a GPU."""
     from timm.loss import SoftTargetCrossEntropy
 
-    from tinyclf.models import create_model
+    from tinyclf.model.architectures import create_model
 
     model = create_model("tiny_resnet50", 200).to(memory_format=torch.channels_last).train()
     loss_fn = SoftTargetCrossEntropy()

@@ -13,21 +13,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import REPO
-from tinyclf.arrays import PreparedDataError
+
+from tinyclf.augment.per_image import PerImageAugment, build_augment, seed_augment
+from tinyclf.data.arrays import PreparedDataError
+from tinyclf.loading.dataset import PreparedDataset
+from tinyclf.loading.loader import make_loader
+from tinyclf.loading.normalize import to_model_input
+from tinyclf.loading.samplers import BalancedDraw, EpochSampler, epoch_order, epoch_positions
 from tinyclf.params import TrainParams
-from tinyclf.transforms import (
-    BalancedDraw,
-    EpochSampler,
-    PreparedDataset,
-    build_augment,
-    epoch_order,
-    epoch_positions,
-    make_loader,
-    seed_augment,
-    to_model_input,
-)
 
 SIZE = 32
 
@@ -76,7 +70,7 @@ def test_items_are_uint8_chw_with_int_labels(prepared):
     assert torch.equal(x, torch.from_numpy(images[5]).permute(2, 0, 1))  # no augment: the stored image
     assert torch.equal(plain[(5, 3)][0], x)
 
-    aug = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=1)
+    aug = PreparedDataset(root, "train", PerImageAugment(build_augment(TrainParams(), SIZE), seed=1))
     x, y = aug[(5, 0)]
     assert x.dtype == torch.uint8 and x.shape == (3, SIZE, SIZE) and y == labels[5]
     assert not torch.equal(x, plain[5][0])  # random_resized_crop did change it
@@ -103,15 +97,15 @@ def test_missing_or_malformed_split_names_the_file(tmp_path):
 
 def test_sample_depends_only_on_seed_epoch_index(prepared):
     root, _, _ = prepared
-    a = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=7)
-    b = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=7)
+    a = PreparedDataset(root, "train", PerImageAugment(build_augment(TrainParams(), SIZE), seed=7))
+    b = PreparedDataset(root, "train", PerImageAugment(build_augment(TrainParams(), SIZE), seed=7))
     keys = [(i, e) for e in (0, 1) for i in range(len(a))]
     first = {k: a[k][0] for k in keys}
     for k in reversed(keys):  # another instance, opposite call order
         assert torch.equal(b[k][0], first[k]), k
     # Epochs and seeds change the crops (nearly every image; allow a coincidence or two).
     assert sum(not torch.equal(first[(i, 0)], first[(i, 1)]) for i in range(len(a))) >= len(a) - 2
-    c = PreparedDataset(root, "train", build_augment(TrainParams(), SIZE), seed=8)
+    c = PreparedDataset(root, "train", PerImageAugment(build_augment(TrainParams(), SIZE), seed=8))
     assert sum(not torch.equal(first[(i, 0)], c[(i, 0)][0]) for i in range(len(a))) >= len(a) - 2
 
 
@@ -119,7 +113,7 @@ def test_loader_batches_identical_for_0_and_2_workers(prepared):
     root, _, _ = prepared
     batches = {}
     for workers in (0, 2):
-        ds = PreparedDataset(root, "train", build_augment(tp_with(crop="pad_crop", color_jitter=0.4), SIZE), seed=3)
+        ds = PreparedDataset(root, "train", PerImageAugment(build_augment(tp_with(crop="pad_crop", color_jitter=0.4), SIZE), seed=3))
         sampler = EpochSampler(len(ds), seed=3)
         loader = make_loader(ds, sampler, 8, workers=workers, prefetch_factor=2, pin_memory=False, drop_last=False)
         got = []
@@ -142,11 +136,14 @@ def test_loader_workers_start_after_this_process_used_opencv_threads(prepared):
     script = f"""
 import cv2, numpy as np, torch
 from tinyclf.params import TrainParams
-from tinyclf.transforms import EpochSampler, PreparedDataset, build_augment, make_loader
+from tinyclf.augment.per_image import PerImageAugment, build_augment
+from tinyclf.loading.dataset import PreparedDataset
+from tinyclf.loading.loader import make_loader
+from tinyclf.loading.samplers import EpochSampler
 big = np.random.default_rng(0).integers(0, 256, (3000, 3000, 3), dtype=np.uint8)
 for _ in range(3):
     cv2.GaussianBlur(cv2.resize(big, (1500, 1500), interpolation=cv2.INTER_AREA), (9, 9), 0)
-ds = PreparedDataset({str(root)!r}, "train", build_augment(TrainParams(crop="pad_crop"), {SIZE}), seed=0)
+ds = PreparedDataset({str(root)!r}, "train", PerImageAugment(build_augment(TrainParams(crop="pad_crop"), {SIZE}), seed=0))
 loader = make_loader(ds, EpochSampler(len(ds)), 8, workers=2, prefetch_factor=2, pin_memory=False, drop_last=False)
 print(sum(len(y) for _, y in loader), cv2.getNumThreads())
 """

@@ -18,7 +18,7 @@ from tinyclf.errors import ArgumentParser, TinyclfError
 
 
 def _check_params(args) -> int:
-    from tinyclf.models import ModelError, check_model_name
+    from tinyclf.model.architectures import ModelError, check_model_name
     from tinyclf.params import ParamsError, load_params
 
     params = load_params(args.path)
@@ -33,8 +33,8 @@ def _check_params(args) -> int:
 
 
 def _info(args) -> int:
-    from tinyclf.model_file import load_model_file
-    from tinyclf.model_summary import count_parameters
+    from tinyclf.model.file import load_model_file
+    from tinyclf.model.summary import count_parameters
 
     model, meta = load_model_file(args.model)
     size = meta["image_size"]
@@ -49,7 +49,7 @@ def _info(args) -> int:
 
 
 def _predict(args) -> int:
-    from tinyclf.serving.predict import predict_files
+    from tinyclf.serve.predict_files import predict_files
 
     return predict_files(args.model, args.inputs, top_k=args.top_k, fmt=args.format, backend=args.backend,
                          batch_size=args.batch_size, device=args.device)
@@ -78,8 +78,8 @@ def _quickstart(args) -> int:
 # Subcommands whose module parses its own options.
 _DELEGATED = {
     "remote-check": ("tinyclf.remote_check", "check a DVC remote (or run a dvc push/pull) and explain failures"),
-    "demo": ("tinyclf.serving.demo", "a local Gradio demo of a trained model"),
-    "space": ("tinyclf.serving.space", "write a Hugging Face Space folder (app.py, model.onnx, pinned requirements, no torch) for a trained model"),
+    "demo": ("tinyclf.serve.demo", "a local Gradio demo of a trained model"),
+    "space": ("tinyclf.serve.space", "write a Hugging Face Space folder (app.py, model.onnx, pinned requirements, no torch) for a trained model"),
 }
 
 

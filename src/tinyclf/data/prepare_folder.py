@@ -1,0 +1,123 @@
+"""Preprocess for your own images: an archive of class folders -> the prepared arrays.
+
+    classes, splits, moments, extra = prepare_folder(archive, tmp, size=96, fit="center_crop", ...)
+
+The index (`tinyclf.data.formats.folder`) decides classes and splits from member names alone; the
+members are then decoded in parallel straight out of the archive (`tinyclf.data.decode_pool`), each
+checked from its header before decoding, EXIF-rotated, converted to 8-bit RGB and made square by
+`data.resize`. What the user should know goes to stderr as one line each and into stats.json's
+`folder` section: files that were not images, links not followed, duplicates across the splits,
+classes without validation images, and a strong class imbalance.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tinyclf.data import arrays
+from tinyclf.data.archive_members import ArchiveError, open_archive
+from tinyclf.data.decode_pool import DecodePool, DecodeRule, decode_split
+from tinyclf.data.formats.folder import FolderIndex, build_index
+from tinyclf.data.preprocess import PrepareError
+
+# How many names a warning line and stats.json list before saying "and N more".
+LISTED = 20
+
+
+def read_folder_index(archive: Path, *, val_fraction: float, split_seed: int) -> FolderIndex:
+    try:
+        reader = open_archive(archive)
+    except (ArchiveError, OSError) as exc:
+        raise PrepareError(f"{archive}: {exc}") from None
+    try:
+        return build_index(reader.entries(), reader.read, val_fraction=val_fraction, split_seed=split_seed,
+                           where=str(archive))
+    except (ArchiveError, OSError) as exc:
+        raise PrepareError(f"{archive}: cannot be listed ({exc})") from None
+    finally:
+        reader.close()
+
+
+def prepare_folder(archive: Path, tmp: Path, *, size: int, fit: str, val_fraction: float, split_seed: int,
+                   workers: int, on_corrupt: str, progress: bool):
+    """Decode `archive` into tmp/; returns (classes, split stats, train moments, stats.json extras)."""
+    index = read_folder_index(archive, val_fraction=val_fraction, split_seed=split_seed)
+    moments = arrays.ChannelMoments()
+    splits, results = {}, {}
+    with DecodePool(archive, workers, DecodeRule(fit=fit)) as pool:
+        for split in arrays.SPLITS:
+            members = [(entry.name, entry.key) for entry in index.members[split]]
+            if not members:
+                raise PrepareError(f"{archive}: no {split} images (set data.val_fraction, or add a val/ folder)")
+            results[split] = decode_split(
+                pool, split, members, np.asarray(index.labels[split], dtype=np.int64), out_dir=tmp, size=size,
+                num_classes=len(index.classes), on_corrupt=on_corrupt,
+                moments=moments if split == "train" else None, progress=progress,
+                fail=lambda member, reason: _member_error(archive, member, reason))
+            splits[split] = results[split].stats
+    duplicates = duplicates_across_splits(results["train"], results["val"])
+    extra = _folder_stats(index, fit, val_fraction, split_seed, duplicates)
+    extra["class_balance"] = arrays.class_balance(splits["train"]["per_class"])
+    _warn(archive, index, duplicates, extra["class_balance"], index.classes, splits["train"]["per_class"])
+    return index.classes, splits, moments, extra
+
+
+def _member_error(archive: Path, member: str | None, reason: str) -> PrepareError:
+    if member is None:
+        return PrepareError(f"{archive}: {reason}")
+    return PrepareError(f"{archive}: {member} {reason} (set preprocess.on_corrupt: skip to leave it out)")
+
+
+def duplicates_across_splits(train, val) -> list[tuple[str, str]]:
+    """(train file, val file) pairs with identical bytes: a val image the model has trained on."""
+    in_val: dict[bytes, str] = {}
+    for name, digest in zip(val.kept_names, val.digests):
+        in_val.setdefault(digest, name)
+    return [(name, in_val[digest]) for name, digest in zip(train.kept_names, train.digests) if digest in in_val]
+
+
+def _listed(names: list) -> dict:
+    return {"count": len(names), "first": names[:LISTED]}
+
+
+def _folder_stats(index: FolderIndex, fit: str, val_fraction: float, split_seed: int,
+                  duplicates: list[tuple[str, str]]) -> dict:
+    drawn = "drawn" in index.layout
+    return {"folder": {
+        "layout": index.layout,
+        "resize": fit,
+        "val_fraction": val_fraction if drawn else None,
+        "split_seed": split_seed if drawn else None,
+        "not_images": _listed(index.not_images),
+        "links_not_followed": _listed(index.not_followed),
+        "ignored_folders": index.ignored,
+        "duplicates_across_splits": _listed([list(pair) for pair in duplicates]),
+        "notes": index.notes,
+    }}
+
+
+def _more(names: list, shown: int = 3) -> str:
+    text = ", ".join(str(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _warn(archive: Path, index: FolderIndex, duplicates, balance: dict, classes, per_class) -> None:
+    lines = list(index.notes)
+    if index.not_images:
+        lines.append(f"skipped {len(index.not_images)} files that are not images: {_more(index.not_images)}")
+    if index.not_followed:
+        lines.append(f"did not follow {len(index.not_followed)} links: {_more(index.not_followed)}")
+    if duplicates:
+        pairs = [f"{a} = {b}" for a, b in duplicates]
+        lines.append(f"{len(duplicates)} val images are byte-identical to train images (val accuracy will read "
+                     f"high): {_more(pairs, 2)}")
+    if balance["imbalanced"]:
+        small = classes[int(np.argmin(per_class))][0]
+        large = classes[int(np.argmax(per_class))][0]
+        lines.append(f"class imbalance: {large} has {balance['max']} train images, {small} {balance['min']} "
+                     f"(ratio {balance['ratio'] or 'inf'}); consider train.balance: sampler")
+    for line in lines:
+        print(f"{archive.name}: {line}", file=sys.stderr)

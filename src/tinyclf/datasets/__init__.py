@@ -1,1 +1,0 @@
-"""Readers and writers of the official archive formats of each dataset."""

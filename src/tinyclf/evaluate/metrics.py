@@ -1,0 +1,121 @@
+"""What the evaluate stage computes from the model's outputs, without I/O: top-1/top-5, loss, mean
+per-class accuracy, expected calibration error, the confusion matrix, the most confused pairs,
+the per-class table and the predictions CSV.
+
+Floats are rounded (`DECIMALS`) so that last-bit noise (another BLAS thread count, say) does not
+change the bytes DVC hashes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+# Floats in the JSON outputs are rounded so that last-bit noise (e.g. another BLAS thread count)
+# does not change the bytes DVC hashes.
+DECIMALS = 6
+
+
+TOPK = 5
+
+
+@dataclass
+class Predictions:
+    """Model outputs over the split, in dataset order."""
+
+    log_probs: np.ndarray  # N×C float32 log-softmax (averaged in probability space with TTA)
+    labels: np.ndarray  # N int64
+    seconds: float  # wall time of the pass, data loading included
+
+
+def _round(x: float) -> float:
+    return round(float(x), DECIMALS)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """Standard ECE: equal-width confidence bins (lo, hi], sum over bins of |accuracy - confidence| × share."""
+    if len(confidence) == 0:
+        return 0.0
+    # ceil(c * bins) - 1 puts c in the bin (lo, hi]; c == 0 goes to the first bin.
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
+    return float(total)
+
+
+@dataclass
+class Summary:
+    """Everything computed from the predictions (no I/O)."""
+
+    topk: np.ndarray  # N×k class indices, most likely first
+    confidence: np.ndarray  # N, probability of the predicted class
+    confusion: np.ndarray  # C×C counts, rows true, columns predicted
+    metrics: dict
+
+
+def summarize_predictions(pred: Predictions, num_classes: int, *, ece_bins: int) -> Summary:
+    log_probs, labels = pred.log_probs, pred.labels
+    k = min(TOPK, num_classes)
+    # A stable sort of -log p breaks ties by the lower class index, the same rule as argmax.
+    topk = np.argsort(-log_probs, axis=1, kind="stable")[:, :k]
+    predicted = topk[:, 0]
+    correct = predicted == labels
+    in_topk = (topk == labels[:, None]).any(axis=1)
+    confidence = np.exp(log_probs[np.arange(len(labels)), predicted].astype(np.float64))
+    loss = -log_probs[np.arange(len(labels)), labels].astype(np.float64).mean()
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    confusion = confusion.reshape(num_classes, num_classes)
+    counts = confusion.sum(axis=1)
+    seen = counts > 0
+    class_acc = np.diag(confusion)[seen] / counts[seen]
+    metrics = {
+        "top1": _round(correct.mean()),
+        # k = min(5, classes): with fewer than 5 classes this is top-C, i.e. 1.0.
+        "top5": _round(in_topk.mean()),
+        "loss": _round(loss),
+        "mean_class_accuracy": _round(class_acc.mean()),
+        "ece": _round(expected_calibration_error(confidence, correct.astype(np.float64), ece_bins)),
+        "num_images": int(len(labels)),
+    }
+    return Summary(topk=topk, confidence=confidence, confusion=confusion, metrics=metrics)
+
+
+def most_confused_pairs(confusion: np.ndarray, limit: int) -> list[dict]:
+    """The `limit` largest off-diagonal counts as {true, predicted, count}, ties by class index."""
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    true_idx, pred_idx = np.nonzero(off)
+    order = sorted(zip(true_idx.tolist(), pred_idx.tolist()), key=lambda tp: (-off[tp], tp))
+    return [{"true": t, "predicted": p, "count": int(off[t, p])} for t, p in order[:limit]]
+
+
+def per_class_table(confusion: np.ndarray, classes: list[dict]) -> list[dict]:
+    counts = confusion.sum(axis=1)
+    rows = []
+    for c in classes:
+        i = c["index"]
+        n = int(counts[i])
+        correct = int(confusion[i, i])
+        rows.append({"index": i, "id": c["id"], "name": c["name"], "count": n, "correct": correct,
+                     "accuracy": _round(correct / n) if n else None})
+    return rows
+
+
+def predictions_csv(topk: np.ndarray, labels: np.ndarray, confidence: np.ndarray) -> str:
+    out = io.StringIO()
+    out.write("index,true,predicted,top5,confidence\n")
+    for i in range(len(labels)):
+        out.write(f"{i},{labels[i]},{topk[i, 0]},{' '.join(map(str, topk[i]))},{confidence[i]:.{DECIMALS}f}\n")
+    return out.getvalue()
+
+
+def misclassified(summary: Summary, labels: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the most confident mistakes (ties by index), at most `limit`."""
+    wrong = np.nonzero(summary.topk[:, 0] != labels)[0]
+    order = sorted(wrong.tolist(), key=lambda i: (-round(float(summary.confidence[i]), DECIMALS), i))
+    return np.asarray(order[:limit], dtype=np.int64)

@@ -1,0 +1,179 @@
+"""The evaluate stage: one pass of the trained model over the whole validation split.
+
+Every validation image is seen exactly once (a sequential sampler, no drop_last, one process), so
+the numbers are exact. Outputs (docs/architecture.md):
+
+- metrics.json     top1, top5, loss, mean_class_accuracy, ece, num_images, generated, tta_flip —
+                   rounded and free of timing, so the same model and data give the same bytes
+- speed.json       images_per_s, seconds, device — timing lives apart from metrics.json
+- predictions.csv  index,true,predicted,top5,confidence — enough to recount every metric
+- per_class.json   per-class count/correct/accuracy with ids and names, and the confused pairs
+- plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tinyclf import atomic
+from tinyclf.data import arrays
+from tinyclf.environment import device_description
+from tinyclf.errors import TinyclfError
+from tinyclf.evaluate import plots
+from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, most_confused_pairs, per_class_table,
+                                      predictions_csv, summarize_predictions)
+from tinyclf.loading.dataset import PreparedDataset
+from tinyclf.loading.loader import make_loader
+from tinyclf.loading.normalize import to_model_input
+from tinyclf.model.file import load_model_file
+from tinyclf.params import EvaluateParams
+
+SPLIT = "val"
+
+
+class EvaluationError(TinyclfError, ValueError):
+    """Inputs that cannot be evaluated together (mismatched model and data, missing files)."""
+
+
+def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple) -> None:
+    """Raise EvaluationError naming the first difference between the model's metadata and the data."""
+    data_classes = classes["classes"]
+    if meta["num_classes"] != len(data_classes):
+        raise EvaluationError(
+            f"model has {meta['num_classes']} classes but the prepared data has {len(data_classes)}"
+        )
+    model_ids = [c["id"] for c in meta["classes"]]
+    data_ids = [c["id"] for c in data_classes]
+    if model_ids != data_ids:
+        where = next(i for i, (a, b) in enumerate(zip(model_ids, data_ids)) if a != b)
+        raise EvaluationError(
+            f"model class ids differ from the prepared data's: class {where} is "
+            f"{model_ids[where]!r} in the model, {data_ids[where]!r} in classes.json"
+        )
+    if meta["dataset"] != classes["dataset"]:
+        raise EvaluationError(f"model was trained on {meta['dataset']} but the prepared data is {classes['dataset']}")
+    if bool(meta["generated"]) != bool(classes["generated"]):
+        kind = {True: "generated", False: "real"}
+        raise EvaluationError(
+            f"model was trained on {kind[bool(meta['generated'])]} data but the prepared data is "
+            f"{kind[bool(classes['generated'])]}"
+        )
+    size = int(meta["image_size"])
+    stats_hw = tuple(stats["image_size"])
+    array_hw = tuple(images_shape[1:3])
+    if stats_hw != (size, size) or array_hw != (size, size):
+        raise EvaluationError(
+            f"model expects {size}x{size} images but the prepared {SPLIT} images are {array_hw[0]}x{array_hw[1]}"
+        )
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, dataset, mean, std, *, batch_size: int, workers: int, tta_flip: bool,
+            device: torch.device, progress: bool = True) -> Predictions:
+    """Log-probabilities for every image of `dataset`, in order.
+
+    With `tta_flip` the softmax of each image and of its horizontal mirror are averaged.
+    """
+    channels_last = device.type == "cuda"
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    sampler = torch.utils.data.SequentialSampler(range(len(dataset)))
+    loader = make_loader(dataset, sampler, batch_size, workers=workers, prefetch_factor=2,
+                         pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False)
+    chunks, label_chunks = [], []
+    start = time.perf_counter()
+    bar = tqdm(loader, desc="evaluate", unit="batch", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    for images, labels in bar:
+        images = images.to(device, non_blocking=True)
+        x = to_model_input(images, mean, std, channels_last=channels_last)
+        log_probs = torch.log_softmax(model(x).float().flatten(1), dim=1)
+        if tta_flip:
+            mirrored = torch.log_softmax(model(torch.flip(x, dims=[3])).float().flatten(1), dim=1)
+            # log((p + q) / 2) computed stably in log space.
+            log_probs = torch.logaddexp(log_probs, mirrored) - math.log(2.0)
+        chunks.append(log_probs.cpu())
+        label_chunks.append(torch.as_tensor(labels).cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    log_probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+    labels = torch.cat(label_chunks).numpy().astype(np.int64) if label_chunks else np.zeros(0, np.int64)
+    return Predictions(log_probs=log_probs, labels=labels, seconds=seconds)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path,
+                   evaluate_params: EvaluateParams, *, device: torch.device | None = None,
+                   progress: bool = True) -> dict:
+    """Evaluate `model_path` on the prepared val split and write every output under `out_dir`.
+
+    Everything is checked before anything is written: missing prepared data raises
+    `arrays.PreparedDataError`, a missing/corrupt model `model.file.ModelFileError`, a model that does
+    not fit the data `EvaluationError`.
+    Returns {"metrics": …, "speed": …}.
+    """
+    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    classes = arrays.load_classes(prepared_dir)
+    stats = arrays.load_stats(prepared_dir)
+    images, _ = arrays.load_split(prepared_dir, SPLIT)
+    model, meta = load_model_file(model_path)
+    check_compatible(meta, classes, stats, images.shape)
+
+    device = device or default_device()
+    # Deterministic kernels: the same model and data give the same metrics.json bytes.
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    dataset = PreparedDataset(prepared_dir, SPLIT)
+    pred = predict(model, dataset, meta["mean"], meta["std"], batch_size=evaluate_params.batch_size,
+                   workers=evaluate_params.workers, tta_flip=evaluate_params.tta_flip, device=device,
+                   progress=progress)
+    num_classes = len(classes["classes"])
+    summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)
+    metrics = {**summary.metrics, "generated": bool(classes["generated"]), "tta_flip": bool(evaluate_params.tta_flip)}
+    speed = {
+        "images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
+        "seconds": round(pred.seconds, 3),
+        "device": device_description(device),
+    }
+    names = [c["name"] for c in classes["classes"]]
+    pairs = most_confused_pairs(summary.confusion, evaluate_params.confused_pairs)
+    per_class = {
+        "dataset": classes["dataset"],
+        "generated": bool(classes["generated"]),
+        "classes": per_class_table(summary.confusion, classes["classes"]),
+        "confused_pairs": [{**p, "true_name": names[p["true"]], "predicted_name": names[p["predicted"]]}
+                           for p in pairs],
+    }
+
+    atomic.write_text(out_dir / "predictions.csv", predictions_csv(summary.topk, pred.labels, summary.confidence))
+    atomic.write_json(out_dir / "per_class.json", per_class)
+    _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, evaluate_params.misclassified_examples)
+    atomic.write_json(out_dir / "speed.json", speed)
+    atomic.write_json(out_dir / "metrics.json", metrics)
+    return {"metrics": metrics, "speed": speed}
+
+
+def _write_plots(plot_dir: Path, summary: Summary, labels: np.ndarray, pairs: list[dict], names: list[str],
+                 images: np.ndarray, misclassified_examples: int) -> None:
+    counts = summary.confusion.sum(axis=1)
+    accuracy = np.divide(np.diag(summary.confusion), counts, out=np.zeros(len(counts)), where=counts > 0)
+    plots.save_png(plots.per_class_accuracy(accuracy, names), plot_dir / "per_class_accuracy.png")
+    plots.save_png(plots.confusion_matrix(summary.confusion, names), plot_dir / "confusion_matrix.png")
+    plots.save_png(plots.confused_pairs(pairs, names), plot_dir / "confused_pairs.png")
+    picks = misclassified(summary, labels, misclassified_examples)
+    grid = plots.misclassified_grid(
+        np.asarray(images[picks]),  # the stored uint8 pixels, not the normalized model input
+        labels[picks].tolist(), summary.topk[picks, 0].tolist(), summary.confidence[picks].tolist(), names,
+    )
+    plots.save_png(grid, plot_dir / "misclassified.png")

@@ -1,0 +1,150 @@
+"""`tinyclf predict`: top-k classes for image files, folders and globs, in batches, streamed.
+
+Inputs are expanded lazily (a folder is walked one directory at a time, sorted; a folder yields
+only files with image suffixes, while a file named on the command line or matched by a glob is
+always tried), read one file at a time with its size checked before reading (`read_image` then
+checks the header before decoding), and predicted in batches of `batch_size`; results are written
+as each batch finishes. So memory stays bounded by one batch plus one file, whatever the input.
+A file that cannot be predicted gets one line on stderr naming it, the rest are still predicted,
+and the exit status is 1 at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from tinyclf.data.images import MAX_IMAGE_BYTES
+from tinyclf.serve.predictor import Predictor, load_predictor, read_image
+
+FORMATS = ("table", "json", "csv")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+_GLOB_CHARS = set("*?[")
+
+
+def expand_inputs(inputs: list[str]) -> Iterator[tuple[str, str | None]]:
+    """(path, None) for each file to predict, in order, or (input, reason) for one that names nothing."""
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found = _walk(path)
+        elif path.exists() or not _GLOB_CHARS & set(given):
+            found = iter([given])
+        else:
+            found = (p for p in sorted(glob.glob(given, recursive=True)) if not Path(p).is_dir())
+        empty = True
+        for name in found:
+            empty = False
+            yield name, None
+        if empty:
+            kind = "folder" if path.is_dir() else "pattern"
+            yield given, f"no image files in this {kind}" if kind == "folder" else "no files match this pattern"
+
+
+def _walk(folder: Path) -> Iterator[str]:
+    """Image files under `folder`, sorted, one directory listing in memory at a time; hidden ones skipped."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield os.path.join(root, name)
+
+
+def load_file(path: str, predictor: Predictor) -> np.ndarray:
+    """The model's input for one file; ValueError with the reason when it is not a usable image."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError("no such file or folder")
+    if not p.is_file():
+        raise ValueError("not a regular file")
+    size = p.stat().st_size
+    if size > MAX_IMAGE_BYTES:  # before reading it: a file's size is no reason to run out of memory
+        raise ValueError(f"{size:,} bytes, over the limit of {MAX_IMAGE_BYTES:,} (tinyclf.data.images.MAX_IMAGE_BYTES)")
+    with p.open("rb") as fh:
+        data = fh.read(MAX_IMAGE_BYTES + 1)
+    return read_image(data, predictor)
+
+
+class Output:
+    """Writes results as they come, in one of FORMATS; JSON is one array, one image per line."""
+
+    def __init__(self, fmt: str, stream: TextIO):
+        self.fmt, self.stream, self.count = fmt, stream, 0
+        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        if fmt == "csv":
+            self.csv.writerow(["path", "rank", "index", "id", "name", "probability"])
+
+    def write(self, path: str, top: list[tuple[dict, float]]) -> None:
+        if self.fmt == "json":
+            item = {"path": path, "top_k": [{**c, "probability": round(p, 6)} for c, p in top]}
+            self.stream.write(("[" if self.count == 0 else ",") + json.dumps(item, ensure_ascii=False) + "\n")
+        elif self.fmt == "csv":
+            for rank, (c, p) in enumerate(top, 1):
+                self.csv.writerow([path, rank, c["index"], c["id"], c["name"], f"{p:.6f}"])
+        else:
+            lines = [path] + [f"  {p:7.2%}  {c['name']} ({c['id']})" for c, p in top]
+            self.stream.write("\n".join(lines) + "\n")
+        self.count += 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("[]\n" if self.count == 0 else "]\n")
+        self.stream.flush()
+
+
+def predict_files(model: str | Path, inputs: list[str], *, top_k: int = 5, fmt: str = "table",
+                  backend: str = "auto", batch_size: int = 64, device: str = "cpu",
+                  out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Predict every input and write the results; 0 when every file was predicted, 1 otherwise.
+    A model that cannot be loaded raises PredictError (one line naming it)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    predictor = load_predictor(model, backend=backend, device=device)
+    if top_k > len(predictor.classes):
+        print(f"tinyclf predict: --top-k {top_k} is more than the model's {len(predictor.classes)} classes; "
+              f"showing all {len(predictor.classes)}", file=err)
+    s = predictor.image_size
+    batch = np.empty((batch_size, s, s, 3), dtype=np.uint8)
+    names: list[str] = []
+    output, failed, total = Output(fmt, out), 0, 0
+
+    def flush() -> None:
+        probs = predictor.probabilities(batch[: len(names)])
+        for name, top in zip(names, predictor.top_k(probs, top_k)):
+            output.write(name, top)
+        names.clear()
+
+    for name, problem in expand_inputs(inputs):
+        total += 1
+        try:
+            if problem:
+                raise ValueError(problem)
+            batch[len(names)] = load_file(name, predictor)
+        except (ValueError, OSError) as exc:
+            failed += 1
+            print(f"tinyclf predict: {name}: {_reason(exc)}", file=err, flush=True)
+            continue
+        names.append(name)
+        if len(names) == batch_size:
+            flush()
+    if names:
+        flush()
+    output.close()
+    if failed:
+        print(f"tinyclf predict: {failed} of {total} inputs could not be predicted", file=err)
+    return 1 if failed else 0
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
