@@ -40,13 +40,14 @@ from own_images_data import generate_large_folder  # noqa: E402
 TINYCLF = """
 import sys, time
 from tinyclf.data.pack import pack_directory
+from tinyclf.data.formats.contract import PrepareOptions
 from tinyclf.data.preprocess import prepare
 folder, out, size, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()
 pack_directory(folder, out + "/raw/images.tar", progress=False)
 packed = time.perf_counter() - start
-summary = prepare(out + "/raw/images.tar", out + "/prepared", dataset="folder", image_size=size, workers=workers,
-                  progress=False, val_fraction=0.1)
+summary = prepare(out + "/raw/images.tar", out + "/prepared", "folder",
+                  PrepareOptions(image_size=size, workers=workers, progress=False, val_fraction=0.1))
 print(f"PACK {packed:.2f} IMAGES {summary.images}")
 """
 

@@ -29,7 +29,9 @@ import numpy as np
 from machine import cpu_model  # benchmarks/machine.py (scripts run with benchmarks/ on sys.path)
 from PIL import Image
 
-from tinyclf.data.preprocess import available_cores, prepare
+from tinyclf.data.decode_pool import available_cores
+from tinyclf.data.formats.contract import PrepareOptions
+from tinyclf.data.preprocess import prepare
 
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 
@@ -111,8 +113,8 @@ def main() -> None:
         # Each repeat runs ours, then the baseline, back to back, so background load hits both alike.
         ours_s, ours_cpu, extract_s, decode_s, decode_cpu = [], [], [], [], []
         for r in range(args.repeats):
-            seconds, cpu, summary = timed(lambda: prepare(args.archive, tmp / "ours" / "prepared",
-                                                          dataset="tiny-imagenet", workers=0, progress=False))
+            seconds, cpu, summary = timed(lambda: prepare(args.archive, tmp / "ours" / "prepared", "tiny-imagenet",
+                                                          PrepareOptions(workers=0, progress=False)))
             ours_s.append(seconds)
             ours_cpu.append(cpu)
             target = tmp / f"extracted{r}"

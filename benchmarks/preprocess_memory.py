@@ -36,9 +36,10 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 CHILD = """
 import sys
+from tinyclf.data.formats.contract import PrepareOptions
 from tinyclf.data.preprocess import prepare
-summary = prepare(sys.argv[1], sys.argv[2], dataset="tiny-imagenet", workers=int(sys.argv[3]),
-                  on_corrupt=sys.argv[4], progress=False)
+summary = prepare(sys.argv[1], sys.argv[2], "tiny-imagenet",
+                  PrepareOptions(workers=int(sys.argv[3]), on_corrupt=sys.argv[4], progress=False))
 print(summary.describe())
 """
 

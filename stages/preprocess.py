@@ -24,20 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def preprocess(params) -> None:
-        from tinyclf.data.preprocess import find_archive, prepare
+        from tinyclf.data.preprocess import find_archive, options_from_params, prepare
 
-        summary = prepare(
-            find_archive(args.raw, params.data.dataset),
-            args.out,
-            dataset=params.data.dataset,
-            image_size=params.data.image_size,
-            workers=params.preprocess.workers,
-            on_corrupt=params.preprocess.on_corrupt,
-            progress=not args.no_progress,
-            resize=params.data.resize,
-            val_fraction=params.data.val_fraction,
-            split_seed=params.data.split_seed,
-        )
+        dataset = params.data.dataset
+        summary = prepare(find_archive(args.raw, dataset), args.out, dataset,
+                          options_from_params(params, progress=not args.no_progress))
         print(f"prepared {args.out}: {summary.describe()}")
 
     return run_stage("preprocess", args, preprocess)

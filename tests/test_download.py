@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,15 @@ import yaml
 from http_server import FileServer
 
 from tinyclf.data.download import plan_download, run_download
-from tinyclf.data.fetch import DownloadError, fetch
+from tinyclf.data.fetch import DownloadError, HttpPolicy, fetch
+from tinyclf.data.formats import registry
 from tinyclf.data.formats.generated import is_generated, write_archive
-from tinyclf.params import OFFICIAL, params_from_dict
+from tinyclf.params import params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(retries=4, timeout=5, progress=False, backoff=0.05)
+HTTP = HttpPolicy(retries=4, timeout=5, backoff=0.05)
+FAST = dict(http=HTTP, progress=False)
+CIFAR10 = registry.get("cifar10").official
 
 
 def _md5(data: bytes) -> str:
@@ -30,7 +34,7 @@ def _md5(data: bytes) -> str:
 def archive(request, tmp_path_factory):
     """(dataset, bytes, md5) of a small generated archive in the official format of each dataset."""
     dataset = request.param
-    path = tmp_path_factory.mktemp("src") / OFFICIAL[dataset]["filename"]
+    path = tmp_path_factory.mktemp("src") / registry.get(dataset).official.filename
     write_archive(dataset, path, num_classes=10, train_per_class=8, val_per_class=2, test_images=2, seed=1)
     data = path.read_bytes()
     return dataset, data, _md5(data)
@@ -42,7 +46,7 @@ def _leftovers(directory: Path) -> list[str]:
 
 def test_plain_download(archive, tmp_path):
     dataset, data, md5 = archive
-    dest = tmp_path / OFFICIAL[dataset]["filename"]
+    dest = tmp_path / registry.get(dataset).official.filename
     with FileServer({"/a": data}) as server:
         fetch(server.url("/a"), dest, md5=md5, dataset=dataset, **FAST)
     assert dest.read_bytes() == data
@@ -138,7 +142,7 @@ def test_retries_exhausted_and_404_fail_in_one_line(archive, tmp_path):
     dataset, data, md5 = archive
     with FileServer({"/a": data}, fail_first=10) as server:
         with pytest.raises(DownloadError, match=r"failed after 2 attempts: HTTP 503"):
-            fetch(server.url("/a"), tmp_path / "x", md5=md5, **{**FAST, "retries": 2})
+            fetch(server.url("/a"), tmp_path / "x", md5=md5, http=replace(HTTP, retries=2), progress=False)
         assert len(server.requests) == 2
         server.fail_first = 0
         with pytest.raises(DownloadError, match=r"/missing: HTTP 404"):
@@ -151,7 +155,7 @@ def test_stalled_connection_times_out_and_resumes(archive, tmp_path):
     dataset, data, md5 = archive
     dest = tmp_path / "archive"
     with FileServer({"/a": data}, stall_after=2000, stall_seconds=1.5) as server:
-        fetch(server.url("/a"), dest, md5=md5, dataset=dataset, **{**FAST, "timeout": 0.3})
+        fetch(server.url("/a"), dest, md5=md5, dataset=dataset, http=replace(HTTP, timeout=0.3), progress=False)
     assert server.range_headers() == [None, "bytes=2000-"]
     assert dest.read_bytes() == data
 
@@ -161,7 +165,8 @@ def test_not_the_expected_archive_is_named(tmp_path):
     with FileServer({"/a": page}) as server:
         url = server.url("/a")
         with pytest.raises(DownloadError) as err:
-            fetch(url, tmp_path / "x.zip", md5=OFFICIAL["tiny-imagenet"]["md5"], dataset="tiny-imagenet", **FAST)
+            fetch(url, tmp_path / "x.zip", md5=registry.get("tiny-imagenet").official.md5, dataset="tiny-imagenet",
+                  **FAST)
     assert f"{url}: is not a zip archive" in str(err.value) and "expected 90528d7c" in str(err.value)
     assert _leftovers(tmp_path) == []
 
@@ -199,9 +204,9 @@ def _params(dataset="tiny-imagenet", **download):
 def test_plan_from_params():
     official = plan_download(_params("cifar10"))
     assert (official.kind, official.source, official.md5, official.filename) == (
-        "official", OFFICIAL["cifar10"]["url"], OFFICIAL["cifar10"]["md5"], "cifar-10-python.tar.gz")
+        "official", CIFAR10.url, CIFAR10.md5, "cifar-10-python.tar.gz")
     mirror = plan_download(_params(source="https://mirror.example/t.zip"))
-    assert (mirror.kind, mirror.md5) == ("url", OFFICIAL["tiny-imagenet"]["md5"])
+    assert (mirror.kind, mirror.md5) == ("url", registry.get("tiny-imagenet").official.md5)
     path = plan_download(_params(source="/data/subset.zip", md5="AE26E0A9E328F431F5EA014ADFC1170B"))
     assert (path.kind, path.source, path.md5, path.filename) == (
         "path", "/data/subset.zip", "ae26e0a9e328f431f5ea014adfc1170b", "tiny-imagenet-200.zip")
@@ -218,7 +223,7 @@ def test_run_download_from_mirror_empties_out_dir(archive, tmp_path):
     with FileServer({"/mirror/a": data}) as server:
         params = _params(dataset, source=server.url("/mirror/a"), md5=md5, retries=2, timeout=5)
         dest = run_download(params, out, progress=False, backoff=0.05)
-    assert _leftovers(out) == [OFFICIAL[dataset]["filename"]] and dest.read_bytes() == data
+    assert _leftovers(out) == [registry.get(dataset).official.filename] and dest.read_bytes() == data
 
 
 def _write_params(tmp_path: Path, dataset: str, **download) -> Path:
@@ -265,7 +270,7 @@ def test_bad_path_source_keeps_the_archive_already_downloaded(archive, tmp_path)
     dataset, data, md5 = archive
     out = tmp_path / "raw"
     out.mkdir()
-    existing = out / OFFICIAL[dataset]["filename"]
+    existing = out / registry.get(dataset).official.filename
     existing.write_bytes(data)
     with pytest.raises(DownloadError, match=r"typo\.zip: no such file"):
         run_download(_params(dataset, source=str(tmp_path / "typo.zip")), out, progress=False)

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyclf.data.formats.generated import (CIFAR10_LABEL_NAMES, cifar10_meta_bytes, class_description, is_generated,
-                                            py2_pickle, write_archive)
+from tinyclf.data.cifar_python import py2_pickle
+from tinyclf.data.formats.cifar10 import LABEL_NAMES as CIFAR10_LABEL_NAMES
+from tinyclf.data.formats.cifar10 import meta_bytes as cifar10_meta_bytes
+from tinyclf.data.formats.generated import is_generated, write_archive
+from tinyclf.data.synthetic import class_description
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_SUBSET = SHARED / "tiny-imagenet-200-subset.zip"

@@ -23,10 +23,12 @@ from PIL import Image, ImageOps
 from tinyclf.data import images as image_files
 from tinyclf.data.download import run_download
 from tinyclf.data.fetch import DownloadError
-from tinyclf.data.formats.folder import natural_key
+from tinyclf.data.file_names import natural_key
 from tinyclf.data.pack import pack_directory
-from tinyclf.data.prepare_folder import read_folder_index
-from tinyclf.data.preprocess import PrepareError, prepare
+from tinyclf.data.formats.folder import read_folder_index
+from tinyclf.data.formats.contract import PrepareOptions
+from tinyclf.data.preprocess import prepare
+from tinyclf.errors import PrepareError
 from tinyclf.params import params_from_dict
 
 SIZE = 40
@@ -44,9 +46,10 @@ def md5(path) -> str:
 def download_and_prepare(source, tmp_path, name="out", on_corrupt="fail", **data):
     params = folder_params(source, **data)
     archive = run_download(params, tmp_path / name / "raw", progress=False, backoff=0.01)
-    summary = prepare(archive, tmp_path / name / "prepared", dataset="folder", image_size=SIZE, workers=1,
-                      on_corrupt=on_corrupt, progress=False, resize=params.data.resize,
-                      val_fraction=params.data.val_fraction, split_seed=params.data.split_seed)
+    options = PrepareOptions(image_size=SIZE, workers=1, on_corrupt=on_corrupt, progress=False,
+                             resize=params.data.resize, val_fraction=params.data.val_fraction,
+                             split_seed=params.data.split_seed)
+    summary = prepare(archive, tmp_path / name / "prepared", "folder", options)
     return archive, summary
 
 

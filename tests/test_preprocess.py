@@ -24,7 +24,9 @@ from tinyclf.data import arrays
 from tinyclf.data.formats import cifar10, tiny_imagenet
 from tinyclf.data.formats.generated import write_archive
 from tinyclf.data.images import decode_image
-from tinyclf.data.preprocess import PrepareError, prepare
+from tinyclf.data.formats.contract import PrepareOptions
+from tinyclf.data.preprocess import prepare
+from tinyclf.errors import PrepareError
 
 ROOT = "tiny-imagenet-200/"
 # Deliberately not sorted: the class order must be wnids.txt's, not alphabetical.
@@ -110,7 +112,7 @@ def tiny_zip(tmp_path):
 
 def test_tiny_imagenet_arrays_labels_and_classes(tiny_zip, tmp_path):
     out = tmp_path / "prepared"
-    summary = prepare(tiny_zip, out, dataset="tiny-imagenet", workers=1, progress=False)
+    summary = prepare(tiny_zip, out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
 
     train_x, train_y = arrays.load_split(out, "train")
     val_x, val_y = arrays.load_split(out, "val")
@@ -162,7 +164,7 @@ def test_tiny_imagenet_arrays_labels_and_classes(tiny_zip, tmp_path):
 
 
 def test_resize_only_when_asked(tiny_zip, tmp_path):
-    prepare(tiny_zip, tmp_path / "p32", dataset="tiny-imagenet", image_size=32, workers=1, progress=False)
+    prepare(tiny_zip, tmp_path / "p32", "tiny-imagenet", PrepareOptions(image_size=32, workers=1, progress=False))
     x, _ = arrays.load_split(tmp_path / "p32", "train")
     stats = arrays.load_stats(tmp_path / "p32")
     assert x.shape == (36, 32, 32, 3) and stats["image_size"] == [32, 32]
@@ -173,8 +175,8 @@ def test_resize_only_when_asked(tiny_zip, tmp_path):
 def test_parallel_workers_give_identical_output(tmp_path):
     archive = write_archive("tiny-imagenet", tmp_path / "t.zip", num_classes=3, train_per_class=40,
                             val_per_class=10, test_images=2, seed=1)
-    prepare(archive, tmp_path / "one", dataset="tiny-imagenet", workers=1, progress=False)
-    prepare(archive, tmp_path / "two", dataset="tiny-imagenet", workers=2, progress=False)
+    prepare(archive, tmp_path / "one", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
+    prepare(archive, tmp_path / "two", "tiny-imagenet", PrepareOptions(workers=2, progress=False))
     for name in ("train/images.npy", "train/labels.npy", "val/images.npy", "val/labels.npy", "stats.json", "classes.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -182,7 +184,7 @@ def test_parallel_workers_give_identical_output(tmp_path):
 def test_generated_tiny_imagenet_is_marked_generated(tmp_path):
     archive = write_archive("tiny-imagenet", tmp_path / "t.zip", num_classes=4, train_per_class=30,
                             val_per_class=5, test_images=3, seed=0)
-    summary = prepare(archive, tmp_path / "p", dataset="tiny-imagenet", workers=1, progress=False)
+    summary = prepare(archive, tmp_path / "p", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     classes = arrays.load_classes(tmp_path / "p")
     assert classes["generated"] is True and summary.stats["generated"] is True
     assert [c["id"] for c in classes["classes"]] == [f"g{c:07d}" for c in range(4)]
@@ -201,7 +203,7 @@ def test_generated_tiny_imagenet_is_marked_generated(tmp_path):
 def test_corrupt_member_fails_naming_it(tmp_path, bad_bytes, reason):
     archive = build_tiny_zip(tmp_path / "a.zip", special={"n0000002_10.JPEG": bad_bytes})
     with pytest.raises(PrepareError) as err:
-        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(archive, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     message = str(err.value)
     assert f"{ROOT}train/n0000002/images/n0000002_10.JPEG" in message and reason in message
     assert "\n" not in message
@@ -228,13 +230,14 @@ def test_damaged_zip_bytes_fail_the_crc_naming_the_member(tmp_path):
     raw[spot] ^= 0xFF
     archive.write_bytes(bytes(raw))
     with pytest.raises(PrepareError, match=rf"member {member} cannot be read from the zip"):
-        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(archive, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
 
 
 def test_corrupt_member_skipped_and_counted(tmp_path):
     bad = "n0000002_10.JPEG"
     archive = build_tiny_zip(tmp_path / "a.zip", special={bad: b"garbage", "val_2.JPEG": b""})
-    summary = prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=1, on_corrupt="skip", progress=False)
+    summary = prepare(archive, tmp_path / "out", "tiny-imagenet",
+                      PrepareOptions(workers=1, on_corrupt="skip", progress=False))
     x, y = arrays.load_split(tmp_path / "out", "train")
     vx, vy = arrays.load_split(tmp_path / "out", "val")
     stats = arrays.load_stats(tmp_path / "out")
@@ -257,11 +260,11 @@ def test_a_decompression_bomb_is_refused_from_its_header_naming_it(tmp_path):
     first = f"{ROOT}train/n0000003/images/n0000003_0.JPEG"  # the first train member (wnids.txt order)
     archive = build_tiny_zip(tmp_path / "a.zip", special={"n0000003_0.JPEG": png_bomb(20000, 20000)})
     with pytest.raises(PrepareError) as err:
-        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=2, progress=False)
+        prepare(archive, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=2, progress=False))
     assert f"member {first}" in str(err.value) and "20000x20000 pixels, over the limit" in str(err.value)
     assert not (tmp_path / "out").exists()
     # With on_corrupt: skip it is left out and counted; nothing was resized into the training set.
-    prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=2, on_corrupt="skip", progress=False)
+    prepare(archive, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=2, on_corrupt="skip", progress=False))
     stats = arrays.load_stats(tmp_path / "out")
     assert stats["splits"]["train"]["skipped"] == [first] and stats["splits"]["train"]["resized"] == 0
     assert stats["splits"]["train"]["count"] == 3 * TRAIN_PER_CLASS - 1
@@ -271,7 +274,7 @@ def test_a_member_of_another_size_is_not_the_published_archive(tmp_path):
     member = f"{ROOT}val/images/val_3.JPEG"
     archive = build_tiny_zip(tmp_path / "a.zip", special={"val_3.JPEG": _jpeg((1, 2, 3), size=500)})
     with pytest.raises(PrepareError, match=rf"member {member} cannot be decoded: is 500x500, not 64x64"):
-        prepare(archive, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(archive, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
 
 
 def test_a_member_declaring_more_bytes_than_any_image_is_not_read(tmp_path):
@@ -288,7 +291,7 @@ def test_a_member_declaring_more_bytes_than_any_image_is_not_read(tmp_path):
                 out.write(bytes(2**20))
     assert rebuilt.stat().st_size < 2**20
     with pytest.raises(PrepareError, match=rf"member {member} is refused: it declares 68,157,440 bytes"):
-        prepare(rebuilt, tmp_path / "out", dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(rebuilt, tmp_path / "out", "tiny-imagenet", PrepareOptions(workers=1, progress=False))
 
 
 # ------------------------------------------------------------------------------ not the expected archive
@@ -298,13 +301,13 @@ def test_not_an_archive(tmp_path):
     junk = tmp_path / "tiny-imagenet-200.zip"
     junk.write_text("<html>404 not found</html>")
     with pytest.raises(PrepareError, match=r"tiny-imagenet-200\.zip: not a zip archive"):
-        prepare(junk, tmp_path / "out", dataset="tiny-imagenet", progress=False)
+        prepare(junk, tmp_path / "out", "tiny-imagenet", PrepareOptions(progress=False))
     with pytest.raises(PrepareError, match=r"tiny-imagenet-200\.zip: not a gzip-compressed tar archive"):
-        prepare(junk, tmp_path / "out", dataset="cifar10", progress=False)
+        prepare(junk, tmp_path / "out", "cifar10", PrepareOptions(progress=False))
     # The other dataset's archive: clear, names the file.
     tiny = build_tiny_zip(tmp_path / "t.zip")
     with pytest.raises(PrepareError, match=r"t\.zip: not a gzip-compressed tar archive"):
-        cifar10.read_archive(tiny)
+        cifar10.read(tiny, PrepareOptions())
     assert not (tmp_path / "out").exists()
 
 
@@ -324,7 +327,7 @@ def test_tar_without_batches(tmp_path):
         info.size = 5
         tar.addfile(info, io.BytesIO(b"hello"))
     with pytest.raises(PrepareError, match=r"no batches\.meta, data_batch_1.*test_batch inside"):
-        cifar10.read_archive(path)
+        cifar10.read(path, PrepareOptions())
 
 
 # ------------------------------------------------------------------------------ CIFAR-10
@@ -347,7 +350,7 @@ def test_cifar10_equals_torchvision(cifar_archive, tmp_path):
 
     with tarfile.open(cifar_archive) as tar:
         tar.extractall(tmp_path / "extracted", filter="data")
-    prepare(cifar_archive, tmp_path / "p", dataset="cifar10", progress=False)
+    prepare(cifar_archive, tmp_path / "p", "cifar10", PrepareOptions(progress=False))
     classes = arrays.load_classes(tmp_path / "p")
     for split, train in (("train", True), ("val", False)):
         ours_x, ours_y = arrays.load_split(tmp_path / "p", split)
@@ -367,7 +370,7 @@ def test_cifar10_equals_torchvision(cifar_archive, tmp_path):
 
 
 def test_cifar10_resize(cifar_archive, tmp_path):
-    prepare(cifar_archive, tmp_path / "p", dataset="cifar10", image_size=16, progress=False)
+    prepare(cifar_archive, tmp_path / "p", "cifar10", PrepareOptions(image_size=16, progress=False))
     x, y = arrays.load_split(tmp_path / "p", "val")
     assert x.shape == (60, 16, 16, 3) and len(y) == 60
     assert arrays.load_stats(tmp_path / "p")["splits"]["val"]["resized"] == 60
@@ -388,7 +391,7 @@ def test_cifar10_refuses_code_in_pickles(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(PrepareError, match=r"batches\.meta is not a readable CIFAR-10 pickle \(refusing to load (__builtin__|builtins)\.print\)"):
-        cifar10.read_archive(path)
+        cifar10.read(path, PrepareOptions())
 
 
 # ------------------------------------------------------------------------------ atomicity
@@ -400,14 +403,14 @@ def test_failure_leaves_no_output_and_keeps_old_one(tmp_path):
     out = tmp_path / "data" / "prepared"
 
     with pytest.raises(PrepareError):
-        prepare(bad, out, dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(bad, out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # no temp directory left behind either
 
-    prepare(good, out, dataset="tiny-imagenet", workers=1, progress=False)
+    prepare(good, out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(PrepareError, match="val_3.JPEG"):
-        prepare(bad, out, dataset="tiny-imagenet", workers=1, progress=False)
+        prepare(bad, out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and len(before) == 6
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
@@ -417,7 +420,7 @@ def test_success_replaces_whole_directory(tmp_path):
     out = tmp_path / "prepared"
     (out / "train").mkdir(parents=True)
     (out / "train" / "stale.npy").write_bytes(b"from an older layout")
-    prepare(build_tiny_zip(tmp_path / "a.zip"), out, dataset="tiny-imagenet", workers=1, progress=False)
+    prepare(build_tiny_zip(tmp_path / "a.zip"), out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     assert not (out / "train" / "stale.npy").exists()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "classes.json", "stats.json", "train/images.npy", "train/labels.npy", "val/images.npy", "val/labels.npy",

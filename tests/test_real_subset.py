@@ -15,6 +15,7 @@ from helpers import REAL_SUBSET
 from PIL import Image
 
 from tinyclf.data import arrays
+from tinyclf.data.formats.contract import PrepareOptions
 from tinyclf.data.preprocess import prepare
 
 pytestmark = pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny ImageNet subset not present at {REAL_SUBSET}")
@@ -26,7 +27,7 @@ TRAIN_PER_CLASS = 100  # the subset keeps the first 100 train images of each cla
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "prepared"
-    summary = prepare(REAL_SUBSET, out, dataset="tiny-imagenet", workers=0, progress=False)
+    summary = prepare(REAL_SUBSET, out, "tiny-imagenet", PrepareOptions(workers=0, progress=False))
     return out, summary
 
 

@@ -26,10 +26,25 @@ def module_path(name: str) -> Path | None:
     return None
 
 
+def format_modules(dispatch: str) -> set[str]:
+    """The modules `registry.<dispatch>(name)` may load: every format's for `implementation`, those
+    of the formats with a generated stand-in for `stand_in`."""
+    from tinyclf.data.formats import registry
+
+    formats = [f for f in registry.FORMATS if dispatch == "implementation" or f.stand_in_classes]
+    return {f"tinyclf.data.formats.{f.module}" for f in formats}
+
+
 def tinyclf_imports(path: Path) -> set[str]:
-    """Names of tinyclf modules imported anywhere in a file (function-level imports included)."""
+    """Names of tinyclf modules imported anywhere in a file (function-level imports included), and
+    the format modules it loads through the dataset registry (`registry.implementation(name)`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "registry"
+                and node.func.attr in ("implementation", "stand_in")):
+            found |= format_modules(node.func.attr)
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

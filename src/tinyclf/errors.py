@@ -29,3 +29,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class PrepareError(TinyclfError):
+    """An archive or member that cannot be prepared; the message (one line) names it.
+
+    Here rather than in `tinyclf.data.preprocess`, because the format modules raise it and
+    preprocess dispatches to them: one module below both, and no import circle."""

@@ -18,28 +18,8 @@ from typing import Any
 
 import yaml
 
+from tinyclf.data.formats import registry
 from tinyclf.errors import TinyclfError
-
-DATASETS = ("tiny-imagenet", "cifar10", "folder")
-# Official archives (DESIGN.md): URL, file name under data/raw/, md5.
-OFFICIAL = {
-    "tiny-imagenet": {
-        "url": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-        "filename": "tiny-imagenet-200.zip",
-        "md5": "90528d7ca1a48142e341f4ef8d21d0de",
-    },
-    "cifar10": {
-        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "filename": "cifar-10-python.tar.gz",
-        "md5": "c58f30108f718f92721af3b95e74349a",
-    },
-}
-NATIVE_IMAGE_SIZE = {"tiny-imagenet": 64, "cifar10": 32}
-# Your own images (data.dataset: folder): class folders, packed by the download stage into one
-# deterministic archive under this name (a directory source), or kept as fetched (an archive source).
-FOLDER_ARCHIVE_STEM = "images"
-FOLDER_ARCHIVE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz")
-
 
 # Names users bring from other tools; difflib alone would not map them to ours.
 SYNONYMS = {
@@ -70,7 +50,7 @@ def _f(default, **constraints):
 
 @dataclass(frozen=True)
 class DataParams:
-    dataset: str = _f("tiny-imagenet", choices=DATASETS)
+    dataset: str = _f("tiny-imagenet", choices=registry.names())
     image_size: int = _f(0, ge=0, le=1024)
     # folder datasets: how a non-square image becomes square, and the share of each class held out
     # for validation when the source has no val/ folder.
@@ -80,18 +60,10 @@ class DataParams:
 
     def resolved_image_size(self) -> int:
         """The side length of prepared images: image_size, or the dataset's native size when 0."""
-        return prepared_image_size(self.dataset, self.image_size)
-
-
-def prepared_image_size(dataset: str, image_size: int) -> int:
-    """`data.image_size` resolved: the side length of prepared images (0 means the dataset's native size;
-    a folder dataset has none, so params validation requires image_size > 0 for it)."""
-    if image_size:
-        return image_size
-    if dataset not in NATIVE_IMAGE_SIZE:
-        raise ParamsError(f"data.image_size must be set (> 0) for data.dataset={dataset}: its images have no "
-                          "common size; typical: 64-224")
-    return NATIVE_IMAGE_SIZE[dataset]
+        try:
+            return registry.prepared_image_size(self.dataset, self.image_size)
+        except ValueError as exc:
+            raise ParamsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -215,18 +187,16 @@ class Params:
 def _check_cross_field(params: Params, where: str) -> None:
     """Constraints that involve more than one key."""
     t, d, g = params.train, params.data, params.download.generated
-    if params.download.kind == "generated" and d.dataset == "cifar10" and g.num_classes != 10:
-        raise ParamsError(
-            f"{where}: download.generated.num_classes must be 10 for data.dataset=cifar10 "
-            f"(the CIFAR-10 format has exactly 10 classes), got {g.num_classes}"
-        )
-    if d.dataset == "folder":
+    fmt = registry.get(d.dataset)
+    if params.download.kind == "generated":
+        _check_generated_classes(fmt, g.num_classes, where)
+    if fmt.own_images:
         if d.image_size == 0:
-            raise ParamsError(f"{where}: data.image_size must be set (> 0) for data.dataset=folder: own images have "
-                              "no common size; typical: 64-224 (e.g. -S data.image_size=96)")
+            raise ParamsError(f"{where}: data.image_size must be set (> 0) for data.dataset={fmt.name}: own images "
+                              "have no common size; typical: 64-224 (e.g. -S data.image_size=96)")
         if params.download.kind in ("official", "generated"):
-            raise ParamsError(f"{where}: download.source must be your images for data.dataset=folder: a directory, "
-                              f"a .zip/.tar/.tar.gz archive or an http(s) URL of one; got {params.download.source!r}")
+            raise ParamsError(f"{where}: download.source must be your images for data.dataset={fmt.name}: a "
+                              f"directory, a .zip/.tar/.tar.gz archive or an http(s) URL of one; got {params.download.source!r}")
     if t.init.startswith("timm:") and not t.init[len("timm:"):]:
         raise ParamsError(f"{where}: train.init timm:<name> needs a model name, e.g. timm:resnet50.a1_in1k")
     lo, hi = t.rrc_scale
@@ -240,6 +210,18 @@ def _check_cross_field(params: Params, where: str) -> None:
         )
     if t.min_lr > t.lr:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
+
+
+def _check_generated_classes(fmt: registry.DatasetFormat, num_classes: int, where: str) -> None:
+    if fmt.stand_in_classes is None:
+        return  # own images refuse the generated source below
+    low, high = fmt.stand_in_classes
+    if low == high and num_classes != low:
+        raise ParamsError(f"{where}: download.generated.num_classes must be {low} for data.dataset={fmt.name} "
+                          f"(the {fmt.title} format has exactly {low} classes), got {num_classes}")
+    if not low <= num_classes <= high:
+        raise ParamsError(f"{where}: download.generated.num_classes must be {low}-{high} for "
+                          f"data.dataset={fmt.name}, got {num_classes}")
 
 
 def _type_name(expected_type) -> str:
@@ -349,19 +331,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise ParamsError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
     return params_from_dict(raw, where=str(path))
-
-
-def archive_filename(dataset: str) -> str:
-    """The name the download stage gives the archive under data/raw/ (the official one, whatever the source).
-    Folder datasets keep their archive's own kind: see `folder_archive_filename`."""
-    return OFFICIAL[dataset]["filename"]
-
-
-def folder_archive_filename(source: str) -> str:
-    """The name under data/raw/ of a folder dataset fetched from `source`: images.<its archive suffix>,
-    or images.tar for a directory (which the download stage packs)."""
-    name = source.rstrip("/").split("?")[0].lower()
-    for suffix in sorted(FOLDER_ARCHIVE_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return FOLDER_ARCHIVE_STEM + (".tar.gz" if suffix == ".tgz" else suffix)
-    return FOLDER_ARCHIVE_STEM + ".tar"

@@ -6,6 +6,7 @@ Layout of a prepared directory (docs/architecture.md, "prepared arrays"):
     <dir>/train/labels.npy   int64, N, index into classes.json
     <dir>/val/…              the same for the validation split
     <dir>/classes.json       {"dataset", "generated", "classes": [{"index", "id", "name"}, …]}
+                             (+ "groups" and each class's "group" for CIFAR-100's superclasses)
     <dir>/stats.json         {"dataset", "generated", "image_size", "mean", "std", "splits": {…}}
 
 Writing: `prepared_output(out_dir)` yields a temp directory next to `out_dir`; the helpers below
@@ -237,10 +238,18 @@ def write_labels(prepared_dir: Path, split: str, labels: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(labels, dtype=np.int64), allow_pickle=False)
 
 
-def write_classes(prepared_dir: Path, *, dataset: str, generated: bool, classes: list[tuple[str, str]]) -> None:
-    """classes: (id, human-readable name) pairs in index order."""
+def write_classes(prepared_dir: Path, *, dataset: str, generated: bool, classes: list[tuple[str, str]],
+                  groups: list[str] | None = None, class_groups: list[int] | None = None) -> None:
+    """classes: (id, human-readable name) pairs in index order. A dataset whose classes form groups
+    (CIFAR-100's superclasses) also gives the group names and each class's group index: classes.json
+    then holds "groups" [{"index", "name"}] and a "group" index in every class entry."""
     entries = [{"index": i, "id": cid, "name": name} for i, (cid, name) in enumerate(classes)]
-    atomic.write_json(Path(prepared_dir) / CLASSES_FILE, {"dataset": dataset, "generated": generated, "classes": entries})
+    content: dict = {"dataset": dataset, "generated": generated, "classes": entries}
+    if groups is not None:
+        for entry, group in zip(entries, class_groups):
+            entry["group"] = int(group)
+        content["groups"] = [{"index": i, "name": name} for i, name in enumerate(groups)]
+    atomic.write_json(Path(prepared_dir) / CLASSES_FILE, content)
 
 
 def class_balance(per_class: list[int]) -> dict:

@@ -6,7 +6,7 @@ back only counts, failures and a pixel histogram: memory stays about one chunk p
 whatever the dataset size, and the pixels never pass through the parent.
 
     with DecodePool(archive, workers, DecodeRule(native=64)) as pool:
-        split_stats = decode_split(pool, members, labels, images, ...)
+        result = decode_split(pool, "train", members, labels, SplitOutput(out_dir, 64, ...), moments)
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,19 +29,10 @@ from tqdm import tqdm
 from tinyclf.data import arrays
 from tinyclf.data import images as image_files
 from tinyclf.data.archive_members import open_archive
+from tinyclf.data.formats.contract import DecodeRule
 from tinyclf.data.images import MAX_IMAGE_PIXELS, OPENCV_PIXEL_LIMIT_VARIABLE, decode_image
 
 _worker_archives: dict[str, object] = {}
-
-
-@dataclass(frozen=True)
-class DecodeRule:
-    """How members become rows: official archives (every image `native`×`native`, squashed if
-    resized) or photos (`fit`: center_crop / squash / pad, EXIF orientation applied, content hashed
-    so duplicates across splits can be named)."""
-
-    native: int | None = None
-    fit: str | None = None  # None: the official datasets' decode_image
 
 
 @dataclass
@@ -170,21 +163,31 @@ class SplitResult:
     digests: list[bytes]
 
 
-def decode_split(pool: DecodePool, split: str, members: list[tuple[str, object]], labels: np.ndarray, *,
-                 out_dir, size: int, num_classes: int, on_corrupt: str, moments: arrays.ChannelMoments | None,
-                 progress: bool, fail) -> SplitResult:
-    """Decode one split's members into out_dir/<split>/ (images.npy, labels.npy) and return its stats.
+@dataclass(frozen=True)
+class SplitOutput:
+    """Where and how one preprocess run writes its splits: the same for every split."""
 
-    `fail(member, reason)` builds the error raised for a bad member under on_corrupt: fail;
-    `moments` (the train split's) gathers the pixel histogram."""
-    images = arrays.create_images_file(out_dir, split, len(members), size)
+    out_dir: Path  # gets <split>/images.npy and <split>/labels.npy
+    size: int  # side of the prepared images
+    num_classes: int
+    on_corrupt: str  # fail | skip
+    progress: bool
+    fail: Callable[[str | None, str], Exception]  # (member, reason) -> the error under on_corrupt: fail
+
+
+def decode_split(pool: DecodePool, split: str, members: list[tuple[str, object]], labels: np.ndarray,
+                 output: SplitOutput, moments: arrays.ChannelMoments | None = None) -> SplitResult:
+    """Decode one split's members into output.out_dir/<split>/ (images.npy, labels.npy) and return its
+    stats; `moments` (the train split's) gathers the pixel histogram."""
+    images = arrays.create_images_file(output.out_dir, split, len(members), output.size)
     keep = np.ones(len(members), dtype=bool)
     conversions, resized, rotated, skipped, digests = collections.Counter(), 0, 0, [], []
-    with tqdm(total=len(members), desc=f"preprocess {split}", unit="img", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=len(members), desc=f"preprocess {split}", unit="img", disable=not output.progress,
+              file=sys.stderr) as bar:
         for chunk in pool.chunks(members, images):
             for offset, member, reason in chunk.failed:
-                if on_corrupt != "skip":
-                    raise fail(member, reason)
+                if output.on_corrupt != "skip":
+                    raise output.fail(member, reason)
                 tqdm.write(f"skipping {member}: {reason}", file=sys.stderr)
                 skipped.append(member)
                 keep[chunk.start + offset] = False
@@ -196,10 +199,10 @@ def decode_split(pool: DecodePool, split: str, members: list[tuple[str, object]]
             digests.extend(chunk.digests)
             bar.update(chunk.count)
     if not keep.any():
-        raise fail(None, f"no {split} image could be decoded")
+        raise output.fail(None, f"no {split} image could be decoded")
     arrays.finish_images_file(images, keep)  # drops the rows of skipped members
-    arrays.write_labels(out_dir, split, labels[keep])
-    stats = split_stats(labels[keep], num_classes, conversions, resized, skipped)
+    arrays.write_labels(output.out_dir, split, labels[keep])
+    stats = split_stats(labels[keep], output.num_classes, conversions, resized, skipped)
     if pool.rule.fit is not None:
         stats["rotated"] = int(rotated)
     kept = [name for (name, _), k in zip(members, keep) if k]

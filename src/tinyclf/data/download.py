@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyclf import atomic
-from tinyclf.data.fetch import CHUNK, DownloadError, check_path_source, fetch
+from tinyclf.data.fetch import CHUNK, DownloadError, HttpPolicy, check_path_source, fetch
+from tinyclf.data.formats import registry
 from tinyclf.data.formats.generated import write_archive
 from tinyclf.data.pack import check_source_directory, pack_directory
-from tinyclf.params import FOLDER_ARCHIVE_STEM, OFFICIAL, Params, archive_filename, folder_archive_filename
+from tinyclf.params import Params
 
 
 @dataclass(frozen=True)
@@ -37,21 +38,20 @@ class DownloadPlan:
 
 def plan_download(params: Params) -> DownloadPlan:
     """Resolve params into (kind, source, expected md5, final file name)."""
-    dataset = params.data.dataset
+    fmt = registry.get(params.data.dataset)
     dl = params.download
     kind = dl.kind
-    if dataset == "folder":
+    if fmt.own_images:
         if kind == "path" and Path(dl.source).is_dir():
-            return DownloadPlan("directory", dl.source, None, f"{FOLDER_ARCHIVE_STEM}.tar")
+            return DownloadPlan("directory", dl.source, None, f"{registry.OWN_ARCHIVE_STEM}.tar")
         # Own archives have no published md5: checked only when download.md5 names one.
-        return DownloadPlan(kind, dl.source, dl.md5.lower() or None, folder_archive_filename(dl.source))
-    official = OFFICIAL[dataset]
-    filename = archive_filename(dataset)
+        return DownloadPlan(kind, dl.source, dl.md5.lower() or None, registry.own_archive_filename(dl.source))
+    official = fmt.official
     if kind == "official":
-        return DownloadPlan("official", official["url"], official["md5"], filename)
+        return DownloadPlan("official", official.url, official.md5, official.filename)
     if kind == "generated":
-        return DownloadPlan("generated", "generated", None, filename)
-    return DownloadPlan(kind, dl.source, (dl.md5 or official["md5"]).lower(), filename)
+        return DownloadPlan("generated", "generated", None, official.filename)
+    return DownloadPlan(kind, dl.source, (dl.md5 or official.md5).lower(), official.filename)
 
 
 def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, backoff: float = 1.0) -> Path:
@@ -77,10 +77,11 @@ def run_download(params: Params, out_dir: str | Path, *, progress: bool = True, 
                              val_per_class=g.val_per_class, test_images=g.test_images, seed=g.seed)
     if plan.kind == "directory":
         return _pack_folder(Path(plan.source), dest, progress)
-    official_dataset = params.data.dataset if params.data.dataset in OFFICIAL else None
-    fetched = fetch(plan.source, dest, md5=plan.md5, retries=params.download.retries,
-                    timeout=params.download.timeout, progress=progress, backoff=backoff, dataset=official_dataset)
-    if official_dataset is None:
+    own_images = registry.get(params.data.dataset).own_images
+    http = HttpPolicy(params.download.retries, params.download.timeout, backoff)
+    fetched = fetch(plan.source, dest, md5=plan.md5, dataset=None if own_images else params.data.dataset, http=http,
+                    progress=progress)
+    if own_images:
         return _own_archive(dest, plan, fetched.md5)
     print(f"{dest}: {dest.stat().st_size} bytes from {plan.source}, md5 {fetched.md5} verified", file=sys.stderr)
     return dest
@@ -99,7 +100,7 @@ def _own_archive(dest: Path, plan: DownloadPlan, md5: str) -> Path:
         head = fh.read(512)
     checked = f"md5 {md5} " + ("verified" if plan.md5 else "(set download.md5 to pin it)")
     if head[:2] == b"\x1f\x8b":
-        tar = dest.with_name(f"{FOLDER_ARCHIVE_STEM}.tar")
+        tar = dest.with_name(f"{registry.OWN_ARCHIVE_STEM}.tar")
         try:
             _gunzip(dest, tar)
         finally:

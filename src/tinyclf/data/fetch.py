@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,8 +26,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from tinyclf.data.formats import registry
 from tinyclf.errors import TinyclfError
-from tinyclf.params import archive_filename
 
 CHUNK = 1 << 20
 
@@ -35,8 +36,6 @@ CHUNK = 1 << 20
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
-# Leading bytes of the archive each dataset is published as.
-ARCHIVE_MAGIC = {"tiny-imagenet": (b"PK\x03\x04", "zip archive"), "cifar10": (b"\x1f\x8b", "gzip tar archive")}
 
 
 class DownloadError(TinyclfError, RuntimeError):
@@ -47,47 +46,63 @@ class _Retry(Exception):
     """An attempt failed in a way another attempt may fix."""
 
 
+@dataclass(frozen=True)
+class HttpPolicy:
+    """How hard an HTTP download tries (params.yaml download.retries and download.timeout)."""
+
+    retries: int = 5  # attempts before giving up
+    timeout: float = 60.0  # seconds without data before an attempt counts as failed
+    backoff: float = 1.0  # the first wait between attempts, in seconds; it doubles each time
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the fetched file must be: its md5 (None: not checked) and, for an official dataset, an
+    archive that starts like the one its authors publish."""
+
+    md5: str | None = None
+    dataset: str | None = None
+
+
 class Fetched(NamedTuple):
     path: Path
     md5: str  # of the file as fetched: the caller never has to read it again to say what it got
 
 
-def fetch(source: str, dest: str | Path, *, md5: str | None, retries: int = 5, timeout: float = 60.0,
-          progress: bool = True, backoff: float = 1.0, dataset: str | None = None) -> Fetched:
-    """Fetch `source` (http(s) URL or local path) to `dest`, verified against `md5` (None: no check).
-
-    `backoff` is the first wait between HTTP attempts (doubling each time); `dataset`, when given,
-    also checks the file starts like that dataset's archive (zip / gzip).
-    """
+def fetch(source: str, dest: str | Path, *, md5: str | None, dataset: str | None = None,
+          http: HttpPolicy = HttpPolicy(), progress: bool = True) -> Fetched:
+    """Fetch `source` (http(s) URL or local path) to `dest`, verified against `md5` (None: no check);
+    `dataset`, when given, also checks the file starts like that dataset's archive (zip / gzip)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = Expected(md5, dataset)
     if re.match(r"^https?://", source):
-        got = _fetch_http(source, dest, md5=md5, retries=retries, timeout=timeout, progress=progress,
-                          backoff=backoff, dataset=dataset)
+        got = _fetch_http(source, dest, expected, http, progress)
     else:
-        got = _fetch_path(Path(source), dest, md5=md5, progress=progress, dataset=dataset)
+        got = _fetch_path(Path(source), dest, expected, progress)
     return Fetched(dest, got)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
-def _fetch_http(url, dest: Path, *, md5, retries, timeout, progress, backoff, dataset) -> str:
+def _fetch_http(url, dest: Path, expected: Expected, http: HttpPolicy, progress: bool) -> str:
     part = dest.with_name(dest.name + ".part")
     earlier = part.stat().st_size if part.exists() else 0  # left by an interrupted earlier run
     with requests.Session() as session:
-        for attempt in range(1, retries + 1):
+        for attempt in range(1, http.retries + 1):
             try:
-                digest = _http_attempt(session, url, part, timeout=timeout, progress=progress, desc=dest.name)
+                digest = _http_attempt(session, url, part, timeout=http.timeout, progress=progress, desc=dest.name)
                 break
             except _Retry as exc:
-                if attempt == retries:
-                    raise DownloadError(f"{url}: download failed after {retries} attempts: {exc}") from None
-                wait = backoff * 2 ** (attempt - 1)
-                print(f"{url}: attempt {attempt}/{retries} failed ({exc}); retrying in {wait:g} s", file=sys.stderr)
+                if attempt == http.retries:
+                    raise DownloadError(f"{url}: download failed after {http.retries} attempts: {exc}") from None
+                wait = http.backoff * 2 ** (attempt - 1)
+                print(f"{url}: attempt {attempt}/{http.retries} failed ({exc}); retrying in {wait:g} s",
+                      file=sys.stderr)
                 time.sleep(wait)
     hint = f" (resumed {earlier} bytes left by an earlier run; run again to download from the start)" if earlier else ""
-    return _verify_and_place(part, dest, digest, md5=md5, source=url, dataset=dataset, hint=hint)
+    return _verify_and_place(part, dest, digest, expected, source=url, hint=hint)
 
 
 def _hash_file(path: Path, digest) -> None:
@@ -206,7 +221,7 @@ def check_path_source(src: Path, out_dir: Path | None = None) -> None:
                             "move the archive elsewhere and point download.source there")
 
 
-def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> str:
+def _fetch_path(src: Path, dest: Path, expected: Expected, progress: bool) -> str:
     check_path_source(src)
     # A unique temp name next to dest: hard link (instant, no extra space) or copy into it, verify, rename.
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
@@ -227,7 +242,7 @@ def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> str:
                     bar.update(len(chunk))
                 fout.flush()
                 os.fsync(fout.fileno())
-        return _verify_and_place(tmp, dest, digest, md5=md5, source=str(src), dataset=dataset)
+        return _verify_and_place(tmp, dest, digest, expected, source=str(src))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -235,17 +250,19 @@ def _fetch_path(src: Path, dest: Path, *, md5, progress, dataset) -> str:
 # --- verification --------------------------------------------------------------------------------
 
 
-def _verify_and_place(tmp: Path, dest: Path, digest, *, md5, source: str, dataset: str | None, hint: str = "") -> str:
+def _verify_and_place(tmp: Path, dest: Path, digest, expected: Expected, *, source: str, hint: str = "") -> str:
     """Check archive kind and md5 of `tmp`; rename it to `dest` and return its md5, or delete it and
     raise DownloadError."""
     got = digest.hexdigest()
     problem = None
-    if dataset is not None:
-        magic, what = ARCHIVE_MAGIC[dataset]
+    md5 = expected.md5
+    if expected.dataset is not None:
+        official = registry.get(expected.dataset).official
         with open(tmp, "rb") as fh:
-            head = fh.read(len(magic))
-        if head != magic:
-            problem = f"{source}: is not a {what} ({dataset} is published as {archive_filename(dataset)}; got a file starting {head!r})"
+            head = fh.read(len(official.magic))
+        if head != official.magic:
+            problem = (f"{source}: is not a {official.kind} archive ({expected.dataset} is published as "
+                       f"{official.filename}; got a file starting {head!r})")
     if md5 is not None and got != md5.lower():
         mismatch = f"md5 mismatch: expected {md5.lower()}, got {got}"
         problem = f"{problem}; {mismatch}" if problem else f"{source}: {mismatch}"

@@ -1,29 +1,49 @@
-"""Tiny ImageNet: index the official zip (tiny-imagenet-200.zip) without extracting it.
+"""Tiny ImageNet: the official zip (tiny-imagenet-200.zip), indexed without extracting it, and its
+generated stand-in.
 
-Layout (as published, and as `tinyclf.data.formats.generated` writes it):
+Layout (as published, and as `write_stand_in` writes it):
 
     tiny-imagenet-200/wnids.txt                       class ids, one per line: the class order
     tiny-imagenet-200/words.txt                       "<id>\\t<synonyms, comma-separated>" for all
                                                       82,115 WordNet ids (no final newline)
     tiny-imagenet-200/train/<wnid>/images/*.JPEG      train images, label = the folder
+    tiny-imagenet-200/train/<wnid>/<wnid>_boxes.txt   their bounding boxes (not used)
     tiny-imagenet-200/val/images/val_<i>.JPEG         val images …
     tiny-imagenet-200/val/val_annotations.txt         … labelled by "<file>\\t<wnid>\\t<box>"
     tiny-imagenet-200/test/images/*.JPEG              unlabelled: not prepared
 
-Only the index (member names, labels, class names) is built here; the images are decoded in
-parallel by `tinyclf.data.preprocess`, each worker reading members from its own handle on the zip.
+Only the index (member names, labels, class names) is built here; preprocess decodes the members
+in parallel, each worker reading from its own handle on the zip, every image checked to be 64×64
+from its header first. About 2% of the real JPEGs are grayscale; the stand-in has them too.
+Generated archives mark themselves: ids start with `g` (`g0000000`…; real ones with `n`) and the
+zip comment is `tinyclf-generated`.
 """
 
 from __future__ import annotations
 
-import re
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyclf.data.preprocess import PrepareError
+import numpy as np
+from PIL import Image
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+from tinyclf.data.file_names import is_image_name, natural_key
+from tinyclf.data.formats.contract import DecodeRule, FormatData, MemberSplit, PrepareOptions, StandInSpec
+from tinyclf.data.synthetic import MARKER, class_description, render_images
+from tinyclf.errors import PrepareError
+
+ROOT = "tiny-imagenet-200"
+NATIVE_SIZE = 64
+
+
+def read(archive: Path, options: PrepareOptions) -> FormatData:
+    """The zip's classes and its train and val members, decoded as 64×64 images."""
+    index = read_index(archive)
+    splits = {split: MemberSplit([(name, name) for name in index.members[split]], index.labels[split])
+              for split in ("train", "val")}
+    return FormatData(classes=index.classes, splits=splits, decode=DecodeRule(native=NATIVE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -45,27 +65,12 @@ def open_zip(path: str | Path) -> zipfile.ZipFile:
         raise PrepareError(f"{path}: not a zip archive ({exc}); expected the Tiny ImageNet zip") from None
 
 
-def ensure_zip(path: str | Path) -> None:
-    """Raise PrepareError unless `path` is a zip; reads only the end record, so it is instant."""
-    if not zipfile.is_zipfile(path):
-        open_zip(path).close()  # raises, with the reason
-
-
-def _natural_key(name: str) -> list:
-    # "x_2.JPEG" before "x_10.JPEG": the order a person reading the folder expects.
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
-
-
 def _read_text(zf: zipfile.ZipFile, member: str) -> str:
     data = zf.read(member)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")  # every byte maps to a character; names stay readable
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def read_index(path: str | Path) -> TinyImageNetIndex:
@@ -111,7 +116,7 @@ def _train_members(path: Path, names: list[str], root: str, index_of: dict[str, 
     train: list[tuple[int, str]] = []
     train_prefix = root + "train/"
     for name in names:
-        if not (name.startswith(train_prefix) and _is_image(name)):
+        if not (name.startswith(train_prefix) and is_image_name(name)):
             continue
         parts = name[len(train_prefix) :].split("/")
         if len(parts) != 3 or parts[1] != "images":
@@ -121,7 +126,7 @@ def _train_members(path: Path, names: list[str], root: str, index_of: dict[str, 
         train.append((index_of[parts[0]], name))
     if not train:
         raise PrepareError(f"{path}: no images under {train_prefix}<wnid>/images/")
-    train.sort(key=lambda t: (t[0], _natural_key(t[1])))
+    train.sort(key=lambda t: (t[0], natural_key(t[1])))
     return train
 
 
@@ -132,7 +137,7 @@ def _val_members(path: Path, zf: zipfile.ZipFile, names: list[str], root: str,
     annotations = root + "val/val_annotations.txt"
     if annotations not in zf.NameToInfo:
         raise PrepareError(f"{path}: no {annotations} inside; val labels come from it")
-    val_images = {n for n in names if n.startswith(val_dir) and _is_image(n)}
+    val_images = {n for n in names if n.startswith(val_dir) and is_image_name(n)}
     val: list[tuple[int, str]] = []
     seen: set[str] = set()
     for lineno, line in enumerate(_read_text(zf, annotations).splitlines(), start=1):
@@ -150,8 +155,93 @@ def _val_members(path: Path, zf: zipfile.ZipFile, names: list[str], root: str,
             raise PrepareError(f"{path}: {annotations} lists {fields[0].strip()} twice")
         seen.add(member)
         val.append((index_of[wnid], member))
-    unlabelled = sorted(val_images - seen, key=_natural_key)
+    unlabelled = sorted(val_images - seen, key=natural_key)
     if unlabelled:
         raise PrepareError(f"{path}: {unlabelled[0]} has no label in {annotations}")
     # Keep the annotation file's order (val_0, val_1, …): the split is a fixed, published list.
     return val
+
+
+# ------------------------------------------------------------------------------ generated stand-in
+
+# Fixed archive metadata, so identical arguments give identical bytes.
+_ZIP_DATE = (2021, 2, 15, 2, 18, 24)  # the timestamp the real archive's members carry
+_JPEG_QUALITY = 85
+_GRAYSCALE_EVERY = 50  # one image in 50 is a true grayscale JPEG (real Tiny ImageNet: ~2%)
+
+
+def generated_wnid(c: int) -> str:
+    return f"g{c:07d}"
+
+
+def write_stand_in(fh, spec: StandInSpec) -> None:
+    """64×64 JPEGs of `spec.num_classes` synthetic classes as tiny-imagenet-200.zip; member order,
+    names and line formats mirror the real archive."""
+    wnids = [generated_wnid(c) for c in range(spec.num_classes)]
+    with zipfile.ZipFile(fh, "w") as zf:
+        zf.comment = MARKER.encode()
+        _zip_add(zf, "wnids.txt", "".join(f"{w}\n" for w in wnids).encode())
+        # words.txt: "id<TAB>name" lines and no final newline, like the real one.
+        _zip_add(zf, "words.txt", "\n".join(f"{w}\t{class_description(c)}" for c, w in enumerate(wnids)).encode())
+        for c, wnid in enumerate(wnids):
+            _add_train_class(zf, c, wnid, spec)
+        _add_val(zf, wnids, spec)
+        test_labels = spec.rng_test.integers(0, spec.num_classes, spec.test_images)
+        images, _ = render_images(test_labels, NATIVE_SIZE, spec.rng_test)
+        for i in range(spec.test_images):
+            _zip_add(zf, f"test/images/test_{i}.JPEG", _jpeg(images[i], _is_gray(i)))
+
+
+def _add_train_class(zf: zipfile.ZipFile, c: int, wnid: str, spec: StandInSpec) -> None:
+    images, boxes = render_images(np.full(spec.train_per_class, c), NATIVE_SIZE, spec.rng_train)
+    lines = []
+    for i in range(spec.train_per_class):
+        fname = f"{wnid}_{i}.JPEG"
+        _zip_add(zf, f"train/{wnid}/images/{fname}", _jpeg(images[i], _is_gray(i)))
+        lines.append(f"{fname}\t" + "\t".join(str(int(b)) for b in boxes[i]) + "\n")
+    _zip_add(zf, f"train/{wnid}/{wnid}_boxes.txt", "".join(lines).encode())
+
+
+def _add_val(zf: zipfile.ZipFile, wnids: list[str], spec: StandInSpec) -> None:
+    # The real val split interleaves classes; labels come from val_annotations.txt.
+    val_labels = spec.rng_val.permutation(np.repeat(np.arange(spec.num_classes), spec.val_per_class))
+    images, boxes = render_images(val_labels, NATIVE_SIZE, spec.rng_val)
+    annotations = "".join(
+        f"val_{i}.JPEG\t{wnids[label]}\t" + "\t".join(str(int(b)) for b in boxes[i]) + "\n"
+        for i, label in enumerate(val_labels)
+    )
+    _zip_add(zf, "val/val_annotations.txt", annotations.encode())
+    for i in range(len(val_labels)):
+        _zip_add(zf, f"val/images/val_{i}.JPEG", _jpeg(images[i], _is_gray(i)))
+
+
+def _zip_add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # unix, like the real archive
+    info.external_attr = 0o100644 << 16
+    zf.writestr(info, data)
+
+
+def _jpeg(image: np.ndarray, grayscale: bool) -> bytes:
+    pil = Image.fromarray(image, "RGB")
+    if grayscale:  # a true single-channel JPEG, as ~2% of the real Tiny ImageNet files are
+        pil = pil.convert("L")
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=_JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _is_gray(index: int) -> bool:
+    return index % _GRAYSCALE_EVERY == _GRAYSCALE_EVERY // 2
+
+
+def is_stand_in(archive: Path) -> bool:
+    with zipfile.ZipFile(archive) as zf:
+        if zf.comment == MARKER.encode():
+            return True
+        try:
+            first = zf.read(f"{ROOT}/wnids.txt").split(b"\n", 1)[0]
+        except KeyError:
+            return False
+        return first.startswith(b"g")
