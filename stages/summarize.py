@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def summarize(params) -> None:
-        from tinyclf.report.report import write_summary
+        from tinyclf.report.run import write_summary
 
         paths = write_summary(args.data, args.model, args.train, args.evaluate, args.out, params,
                               export_parity=args.export)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyclf.report.report import cost_text, mfu_text
+from tinyclf.report.facts import cost_text, mfu_text
 from tinyclf.train.cost import RunCost, mfu, peak_flops, train_flops_per_image
 
 

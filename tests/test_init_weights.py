@@ -21,7 +21,7 @@ from tinyclf.model.architectures import create_model
 from tinyclf.model.file import read_model_file
 from tinyclf.model.init_weights import InitWeightsError, apply_init, classifier_names
 from tinyclf.params import params_from_dict
-from tinyclf.report.report import init_text
+from tinyclf.report.facts import init_text
 from tinyclf.train import checkpoint
 from tinyclf.train.run import run_training
 

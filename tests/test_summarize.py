@@ -16,7 +16,9 @@ from helpers import shrunk_params
 from test_evaluate import load_stage, make_model_file, make_prepared, params_file, png_size
 
 from tinyclf.params import params_from_dict
-from tinyclf.report.report import params_differences, read_dvclive_series, reference_verdict
+from tinyclf.report.inputs import read_dvclive_series
+from tinyclf.report.model_sections import params_differences
+from tinyclf.report.reference import reference_verdict
 
 torch.set_num_threads(1)
 
@@ -197,7 +199,8 @@ def test_report_of_a_model_from_scratch_and_balanced_data(summary):
 
 
 def test_class_counts_of_200_classes_stay_short():
-    from tinyclf.report.report import Inputs, _class_counts_lines
+    from tinyclf.report.dataset_section import class_counts_lines
+    from tinyclf.report.inputs import Inputs
 
     train = [500] * 200
     train[17], train[42] = 3, 900
@@ -205,7 +208,7 @@ def test_class_counts_of_200_classes_stay_short():
     stats = {"splits": {"train": {"per_class": train}, "val": {"per_class": [50] * 200}}}
     inputs = Inputs(params=None, classes=classes, stats=stats, meta={}, table={}, train_summary={}, series={},
                     run=None, metrics={}, speed={}, per_class={})
-    text = "\n".join(_class_counts_lines(inputs))
+    text = "\n".join(class_counts_lines(inputs))
     assert "min 3, median 500, max 900 over 200 classes" in text
     assert text.count("\n| ") == 2 + 5 + 1 + 5 - 1  # header, align, 5 smallest, "…", 5 largest
     assert "| 17 | class 17 | 3 | 50 |" in text and "| 42 | class 42 | 900 | 50 |" in text
@@ -230,3 +233,60 @@ def test_report_and_card_mention_the_onnx_export_with_its_parity(pipeline, summa
     assert "- ONNX export: `models/model.onnx`" in card and "onnxruntime" in card
     # Without the export stage's figures the report says nothing about ONNX.
     assert "ONNX" not in (summary / "report.md").read_text()
+
+
+GROUPS = [{"index": 0, "name": "alpha things"}, {"index": 1, "name": "beta things"}, {"index": 2, "name": "gamma things"}]
+
+
+def with_groups(pipeline: dict, tmp_path: Path, group_of: list[int], correct: list[int]) -> dict:
+    """Copies of the prepared and evaluate directories where classes.json has class groups (GROUPS, as
+    CIFAR-100's superclasses; class i in group `group_of[i]`) and per_class.json these `correct` counts."""
+    import shutil
+
+    p = dict(pipeline, prepared=tmp_path / "prepared", evaluate=tmp_path / "evaluate")
+    shutil.copytree(pipeline["prepared"], p["prepared"])
+    shutil.copytree(pipeline["evaluate"], p["evaluate"])
+
+    def group_classes(data):
+        data["groups"] = GROUPS
+        for c, group in zip(data["classes"], group_of):
+            c["group"] = group
+
+    def set_correct(data):
+        for c, n in zip(data["classes"], correct):
+            c.update(correct=n, accuracy=n / c["count"])
+
+    rewrite(p["prepared"] / "classes.json", group_classes)
+    rewrite(p["evaluate"] / "per_class.json", set_correct)
+    return p
+
+
+def test_report_scores_each_superclass_when_classes_json_has_groups(pipeline, summary, tmp_path):
+    # 6 validation images per class; "gamma things" has no classes, so no accuracy: it comes last.
+    p = with_groups(pipeline, tmp_path, group_of=[1, 0, 1, 0], correct=[6, 1, 3, 4])
+    out = tmp_path / "summary"
+    assert summarize(p, out) == 0
+    report, card = (out / "report.md").read_text(), (out / "model_card.md").read_text()
+    section = report.split("## Per-superclass accuracy\n")[1].split("\n## ")[0]
+    assert section == (
+        "\nThe 3 class groups of `classes.json`, each scored over all the validation images of its classes, "
+        "best first:\n\n"
+        "| superclass | classes | validation images | correct | accuracy |\n"
+        "|---|---|---|---|---|\n"
+        "| beta things | 2 | 12 | 9 | 75.00% |\n"
+        "| alpha things | 2 | 12 | 5 | 41.67% |\n"
+        "| gamma things | 0 | 0 | 0 | — |\n")
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings[headings.index("## Per-class highlights") + 1] == "## Per-superclass accuracy"
+    assert ("Per superclass: from 41.67% (alpha things) to 75.00% (beta things) over the 3 class groups "
+            "of `classes.json`; the report lists each.") in card.split("## Metrics")[1].split("\n## ")[0]
+    # Without groups in classes.json neither file mentions them.
+    for name in ("report.md", "model_card.md"):
+        assert "superclass" not in (summary / name).read_text()
+
+
+def test_a_class_outside_the_groups_is_a_clear_error(pipeline, tmp_path, capsys):
+    p = with_groups(pipeline, tmp_path, group_of=[1, 0, 7, 0], correct=[6, 1, 3, 4])
+    assert summarize(p, tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "classes.json: class 2 has no group of `groups`" in err
