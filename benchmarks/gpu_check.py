@@ -205,13 +205,12 @@ def measure(prepared: Path, device, model: str, batch: int, warmup: int, steps: 
     data = load_train_data(prepared, train_params, info)
     parts, _ = build_trainables(train_params, data, info, precision)
     recipe = build_step_recipe(train_params, parts, data, info, precision)
-    train_model, raw = wrap_for_training(parts.model, train_params, info), parts.model
+    train_model = wrap_for_training(parts.model, train_params, info)
     control = StepControl(sync_every=train_params.sync_every)
 
     def run(batches, count) -> float:
         progress = Progress()
-        train_one_epoch(train_model, batches, recipe, progress, micro_batches=count, device=device, info=info,
-                        raw_model=raw, control=control)
+        train_one_epoch(train_model, batches, recipe, progress, micro_batches=count, info=info, control=control)
         return progress.seconds
 
     run(data.train_batches.epoch(0), warmup)  # compile, cuDNN autotuning, lazy optimizer state

@@ -85,9 +85,9 @@ from tinyclf.augment.device import DeviceAugment
 from tinyclf.augment.per_image import PerImageAugment, SampleSeeder, build_augment
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.device_data import DeviceSplit, DeviceTrainBatches
-from tinyclf.loading.loader import make_loader
+from tinyclf.loading.loader import LoaderSpeed, make_loader
 from tinyclf.loading.normalize import to_model_input
-from tinyclf.loading.samplers import EpochSampler
+from tinyclf.loading.samplers import EpochOrder, EpochSampler
 from tinyclf.params import TrainParams  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
@@ -126,9 +126,10 @@ def parse_args() -> argparse.Namespace:
 
 def prepare_arrays(archive: Path, out: Path) -> None:
     """The preprocess stage's own code: zip -> data/prepared-style arrays."""
+    from tinyclf.data.formats.contract import PrepareOptions
     from tinyclf.data.preprocess import prepare
 
-    prepare(archive, out, dataset="tiny-imagenet", image_size=0, workers=2, progress=False)
+    prepare(archive, out, "tiny-imagenet", PrepareOptions(workers=2, progress=False))
 
 
 def extract_train_jpegs(archive: Path, out: Path) -> Path:
@@ -382,8 +383,8 @@ def main() -> int:
         assert tp.crop == "random_resized_crop" and list(tp.rrc_scale) == [0.35, 1.0] and tp.hflip == 0.5
         # The same for every pipeline. Non-persistent workers: each measurement starts its own and
         # stops them (persistence only matters at an epoch start, which the stream never has).
-        loader_kw = dict(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
-                         drop_last=True, persistent_workers=False)
+        speed = LoaderSpeed(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
+                            persistent_workers=False)
 
         ours_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(tp, IMAGE_SIZE), seed=0))
         tv_set = ImageFolder(str(jpeg_root), transform=T.Compose([
@@ -400,14 +401,13 @@ def main() -> int:
 
         def device_epochs(params: TrainParams) -> DeviceEpochs:
             augment = DeviceAugment(params, IMAGE_SIZE, mean, std, seed=0, channels_last=False)
-            return DeviceEpochs(DeviceTrainBatches(split, augment, per_rank=args.batch_size,
-                                                   micro_per_epoch=len(split) // args.batch_size, seed=0, world=1,
-                                                   rank=0))
+            return DeviceEpochs(DeviceTrainBatches(split, augment, EpochOrder(seed=0), per_rank=args.batch_size,
+                                                   micro_per_epoch=len(split) // args.batch_size))
 
         pipelines = [
             Pipeline(OURS, "(a) ours: arrays + albumentations",
                      make_loader(ours_set, EpochStream(epochs_of(EpochSampler(len(ours_set), seed=0))),
-                                 args.batch_size, **loader_kw),
+                                 args.batch_size, speed, drop_last=True),
                      lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
             Pipeline(BASELINE, "(b) torchvision ImageFolder + PIL",
                      DataLoader(tv_set, batch_size=args.batch_size, sampler=EpochStream(shuffled(len(tv_set))),
@@ -417,7 +417,7 @@ def main() -> int:
             Pipeline(DEVICE, "(c) device backend (CPU)", device_epochs(tp), lambda x, _y: None, threads=cores),
             Pipeline(OURS + "_pad", "(d) ours, pad_crop",
                      make_loader(ours_pad_set, EpochStream(epochs_of(EpochSampler(len(ours_pad_set), seed=0))),
-                                 args.batch_size, **loader_kw),
+                                 args.batch_size, speed, drop_last=True),
                      lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
             Pipeline(DEVICE + "_pad", "(e) device backend (CPU), pad_crop", device_epochs(pad), lambda x, _y: None,
                      threads=cores),

@@ -59,7 +59,7 @@ def main() -> int:
 
     from tinyclf.augment.per_image import PerImageAugment, build_augment
     from tinyclf.loading.dataset import PreparedDataset
-    from tinyclf.loading.loader import make_loader
+    from tinyclf.loading.loader import LoaderSpeed, make_loader
     from tinyclf.loading.normalize import to_model_input
     from tinyclf.loading.samplers import EpochSampler
     from tinyclf.model.architectures import create_model
@@ -84,8 +84,8 @@ def main() -> int:
         write_arrays(root, n_images, args.image_size, args.classes)
         dataset = PreparedDataset(root, "train", PerImageAugment(build_augment(tp, args.image_size), seed=tp.seed))
         sampler = EpochSampler(len(dataset), seed=tp.seed)
-        loader = make_loader(dataset, sampler, args.batch, workers=args.workers, prefetch_factor=tp.prefetch_factor,
-                             pin_memory=False, drop_last=True)
+        speed = LoaderSpeed(workers=args.workers, prefetch_factor=tp.prefetch_factor, pin_memory=False)
+        loader = make_loader(dataset, sampler, args.batch, speed, drop_last=True)
 
         torch.manual_seed(0)
         stage_model = create_model(args.model, args.classes).to(memory_format=torch.channels_last)
@@ -128,8 +128,8 @@ def main() -> int:
         def stage_round(r: int) -> float:
             sampler.set_epoch(r)
             progress = Progress()
-            out = train_one_epoch(stage_model, loader, recipe, progress, micro_batches=args.steps,
-                                  device=info.device, info=info, control=StepControl(sync_every=tp.sync_every))
+            out = train_one_epoch(stage_model, loader, recipe, progress, micro_batches=args.steps, info=info,
+                                  control=StepControl(sync_every=tp.sync_every))
             return out["seconds"] / args.steps
 
         # Warm-up: first steps allocate and pick kernels; the loader's workers start.

@@ -128,7 +128,7 @@ def test_a_checkpoint_moves_from_cuda_to_cpu_and_back(tmp_path, prepared):
             assert ckpt.restore(load(tmp_path / "ck" / "last.pt"), progress)
         before = progress.update
         metrics = train_one_epoch(parts.model, data.train_batches.epoch(progress.epoch), recipe, progress,
-                                  micro_batches=data.plan.micro_per_epoch, device=device, info=info,
+                                  micro_batches=data.plan.micro_per_epoch, info=info,
                                   control=StepControl(sync_every=4))
         progress.end_epoch(metrics["seconds"], metrics["images"])
         assert progress.update == before + data.plan.updates_per_epoch and 0 < metrics["loss"] < 10
@@ -154,15 +154,15 @@ def test_a_steady_state_step_never_waits_for_the_gpu(prepared):
     _, info, data, parts, recipe = _steady_setup(prepared, CUDA)
     seed_everything(0)
     progress = Progress()
-    train_one_epoch(parts.model, data.train_batches.epoch(0), recipe, progress, micro_batches=4, device=CUDA,
-                    info=info, control=StepControl(sync_every=1000))  # warm-up: lazy state, cuDNN choices
+    train_one_epoch(parts.model, data.train_batches.epoch(0), recipe, progress, micro_batches=4, info=info,
+                    control=StepControl(sync_every=1000))  # warm-up: lazy state, cuDNN choices
     progress = Progress(epoch=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             train_one_epoch(parts.model, data.train_batches.epoch(1), recipe, progress,
-                            micro_batches=data.plan.micro_per_epoch, device=CUDA, info=info,
+                            micro_batches=data.plan.micro_per_epoch, info=info,
                             control=StepControl(sync_every=1000))
         finally:
             torch.cuda.set_sync_debug_mode("default")

@@ -10,7 +10,8 @@ import torchinfo
 from torch import nn
 
 from tinyclf.model.architectures import create_model
-from tinyclf.model.summary import count_parameters, format_model_table, model_table
+from tinyclf.model.parameters import count_parameters
+from tinyclf.model.summary import format_model_table, model_table
 
 torch.set_num_threads(1)
 

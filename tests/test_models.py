@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tinyclf.model.architectures import ModelError, create_model
-from tinyclf.model.summary import count_parameters
+from tinyclf.model.parameters import count_parameters
 
 torch.set_num_threads(1)
 

@@ -62,7 +62,7 @@ def steady_epoch(tmp_path, monkeypatch, sync_every: int, **overrides) -> tuple[i
         progress.epoch = epoch
         reads.active = epoch == 1
         metrics = train_one_epoch(parts.model, data.train_batches.epoch(epoch), recipe, progress,
-                                  micro_batches=data.plan.micro_per_epoch, device=info.device, info=info,
+                                  micro_batches=data.plan.micro_per_epoch, info=info,
                                   control=StepControl(sync_every=sync_every))
         progress.end_epoch(metrics["seconds"], metrics["images"])
     return reads.count, steps, metrics

@@ -18,7 +18,7 @@ from helpers import REPO
 from tinyclf.augment.per_image import PerImageAugment, build_augment, seed_augment
 from tinyclf.data.arrays import PreparedDataError
 from tinyclf.loading.dataset import PreparedDataset
-from tinyclf.loading.loader import make_loader
+from tinyclf.loading.loader import LoaderSpeed, make_loader
 from tinyclf.loading.normalize import to_model_input
 from tinyclf.loading.samplers import BalancedDraw, EpochSampler, epoch_order, epoch_positions
 from tinyclf.params import TrainParams
@@ -115,7 +115,8 @@ def test_loader_batches_identical_for_0_and_2_workers(prepared):
     for workers in (0, 2):
         ds = PreparedDataset(root, "train", PerImageAugment(build_augment(tp_with(crop="pad_crop", color_jitter=0.4), SIZE), seed=3))
         sampler = EpochSampler(len(ds), seed=3)
-        loader = make_loader(ds, sampler, 8, workers=workers, prefetch_factor=2, pin_memory=False, drop_last=False)
+        loader = make_loader(ds, sampler, 8, LoaderSpeed(workers=workers, prefetch_factor=2, pin_memory=False),
+                             drop_last=False)
         got = []
         for epoch in (0, 1):
             sampler.set_epoch(epoch)
@@ -138,13 +139,14 @@ import cv2, numpy as np, torch
 from tinyclf.params import TrainParams
 from tinyclf.augment.per_image import PerImageAugment, build_augment
 from tinyclf.loading.dataset import PreparedDataset
-from tinyclf.loading.loader import make_loader
+from tinyclf.loading.loader import LoaderSpeed, make_loader
 from tinyclf.loading.samplers import EpochSampler
 big = np.random.default_rng(0).integers(0, 256, (3000, 3000, 3), dtype=np.uint8)
 for _ in range(3):
     cv2.GaussianBlur(cv2.resize(big, (1500, 1500), interpolation=cv2.INTER_AREA), (9, 9), 0)
 ds = PreparedDataset({str(root)!r}, "train", PerImageAugment(build_augment(TrainParams(crop="pad_crop"), {SIZE}), seed=0))
-loader = make_loader(ds, EpochSampler(len(ds)), 8, workers=2, prefetch_factor=2, pin_memory=False, drop_last=False)
+loader = make_loader(ds, EpochSampler(len(ds)), 8, LoaderSpeed(workers=2, prefetch_factor=2, pin_memory=False),
+                     drop_last=False)
 print(sum(len(y) for _, y in loader), cv2.getNumThreads())
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,

@@ -34,7 +34,7 @@ def _check_params(args) -> int:
 
 def _info(args) -> int:
     from tinyclf.model.file import load_model_file
-    from tinyclf.model.summary import count_parameters
+    from tinyclf.model.parameters import count_parameters
 
     model, meta = load_model_file(args.model)
     size = meta["image_size"]
@@ -50,9 +50,11 @@ def _info(args) -> int:
 
 def _predict(args) -> int:
     from tinyclf.serve.predict_files import predict_files
+    from tinyclf.serve.predictor import load_predictor
 
-    return predict_files(args.model, args.inputs, top_k=args.top_k, fmt=args.format, backend=args.backend,
-                         batch_size=args.batch_size, device=args.device)
+    # A model that cannot be loaded raises PredictError (one line naming it) before any output.
+    predictor = load_predictor(args.model, backend=args.backend, device=args.device)
+    return predict_files(predictor, args.inputs, top_k=args.top_k, fmt=args.format, batch_size=args.batch_size)
 
 
 def _positive(text: str) -> int:

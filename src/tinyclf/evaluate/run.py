@@ -17,9 +17,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tinyclf import atomic
@@ -30,8 +32,8 @@ from tinyclf.evaluate import plots
 from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, most_confused_pairs, per_class_table,
                                       predictions_csv, summarize_predictions)
 from tinyclf.loading.dataset import PreparedDataset
-from tinyclf.loading.loader import make_loader
-from tinyclf.loading.normalize import to_model_input
+from tinyclf.loading.loader import LoaderSpeed, make_loader
+from tinyclf.loading.normalize import ModelInput
 from tinyclf.model.file import load_model_file
 from tinyclf.params import EvaluateParams
 
@@ -74,26 +76,32 @@ def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple
         )
 
 
-@torch.inference_mode()
-def predict(model: torch.nn.Module, dataset, mean, std, *, batch_size: int, workers: int, tta_flip: bool,
-            device: torch.device, progress: bool = True) -> Predictions:
-    """Log-probabilities for every image of `dataset`, in order.
-
-    With `tta_flip` the softmax of each image and of its horizontal mirror are averaged.
-    """
-    channels_last = device.type == "cuda"
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def _in_order(dataset, evaluate_params: EvaluateParams, device: torch.device) -> DataLoader:
+    """Every image of `dataset` exactly once, in order (sequential sampler, no drop_last); the
+    workers end with the one pass."""
+    speed = LoaderSpeed(workers=evaluate_params.workers, prefetch_factor=2, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
     sampler = torch.utils.data.SequentialSampler(range(len(dataset)))
-    loader = make_loader(dataset, sampler, batch_size, workers=workers, prefetch_factor=2,
-                         pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False)
+    return make_loader(dataset, sampler, evaluate_params.batch_size, speed, drop_last=False)
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, loader: Iterable, to_input: ModelInput, *, tta_flip: bool, device: torch.device,
+            progress: bool = True) -> Predictions:
+    """Log-probabilities for every image `loader` yields, in order, with the labels it yields.
+
+    The model runs on `device`, channels_last when `to_input` makes channels_last input. With
+    `tta_flip` the softmax of each image and of its horizontal mirror are averaged.
+    """
+    model = model.to(device).eval()
+    if to_input.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     chunks, label_chunks = [], []
     start = time.perf_counter()
     bar = tqdm(loader, desc="evaluate", unit="batch", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for images, labels in bar:
         images = images.to(device, non_blocking=True)
-        x = to_model_input(images, mean, std, channels_last=channels_last)
+        x = to_input(images)
         log_probs = torch.log_softmax(model(x).float().flatten(1), dim=1)
         if tta_flip:
             mirrored = torch.log_softmax(model(torch.flip(x, dims=[3])).float().flatten(1), dim=1)
@@ -134,10 +142,9 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     # Deterministic kernels: the same model and data give the same metrics.json bytes.
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    dataset = PreparedDataset(prepared_dir, SPLIT)
-    pred = predict(model, dataset, meta["mean"], meta["std"], batch_size=evaluate_params.batch_size,
-                   workers=evaluate_params.workers, tta_flip=evaluate_params.tta_flip, device=device,
-                   progress=progress)
+    loader = _in_order(PreparedDataset(prepared_dir, SPLIT), evaluate_params, device)
+    to_input = ModelInput(meta["mean"], meta["std"], channels_last=device.type == "cuda")
+    pred = predict(model, loader, to_input, tta_flip=evaluate_params.tta_flip, device=device, progress=progress)
     num_classes = len(classes["classes"])
     summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)
     metrics = {**summary.metrics, "generated": bool(classes["generated"]), "tta_flip": bool(evaluate_params.tta_flip)}

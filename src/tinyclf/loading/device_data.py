@@ -5,7 +5,7 @@ batches gathered there by index. No DataLoader, no worker processes, no host-to-
   On CUDA, when the split does not fit in free GPU memory (with `HEADROOM` left for the model), it
   stays in pinned host memory and each batch is gathered there and copied over, with a note.
 - `DeviceTrainBatches` yields one epoch's augmented micro-batches of this rank in the order of the
-  `workers` path (`samplers.epoch_order`, EpochSampler's: the same permutation for any number of processes,
+  `workers` path (`samplers.EpochOrder`, EpochSampler's: the same permutation for any number of processes,
   rank r taking every world-th index), so a resumed epoch skips exactly the consumed micro-batches.
   The order is built on the host once per epoch and copied to the device once. With
   `train.balance: sampler` the order is `samplers.BalancedDraw`'s (the workers path's too) and
@@ -25,7 +25,7 @@ import torch
 
 from tinyclf.augment.device import DeviceAugment
 from tinyclf.data import arrays
-from tinyclf.loading.samplers import BalancedDraw, epoch_order, epoch_positions
+from tinyclf.loading.samplers import EpochOrder
 
 # GPU memory left free for the model, activations and the allocator when placing a split.
 HEADROOM = 4 * 2**30
@@ -73,22 +73,20 @@ def _place(images: np.ndarray, device: torch.device, what: str) -> tuple[torch.T
 
 
 class DeviceTrainBatches:
-    """This rank's augmented micro-batches of one epoch, as (model input, labels) on the device."""
+    """This rank's augmented micro-batches of one epoch, as (model input, labels) on the device:
+    `per_rank` images each, `micro_per_epoch` of them, in `order`'s order."""
 
-    def __init__(self, split: DeviceSplit, augment: DeviceAugment, *, per_rank: int, micro_per_epoch: int,
-                 seed: int, world: int, rank: int, balance: BalancedDraw | None = None):
-        self.split, self.augment = split, augment
+    def __init__(self, split: DeviceSplit, augment: DeviceAugment, order: EpochOrder, *, per_rank: int,
+                 micro_per_epoch: int):
+        self.split, self.augment, self.order = split, augment, order
         self.per_rank, self.micro_per_epoch = per_rank, micro_per_epoch
-        self.seed, self.world, self.rank = seed, world, rank
-        self.balance = balance
-        if balance is not None:  # a balanced epoch keys augmentation by position: the same every epoch
-            self.positions = epoch_positions(len(split), num_replicas=world, rank=rank).to(split.device)
+        if order.balance is not None:  # a balanced epoch keys augmentation by position: the same every epoch
+            self.positions = order.positions(len(split)).to(split.device)
 
     def epoch(self, epoch: int, skip_micro: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's micro-batches from micro-batch `skip_micro` on (a resumed epoch skips the consumed ones)."""
-        order = epoch_order(len(self.split), seed=self.seed, epoch=epoch, num_replicas=self.world,
-                            rank=self.rank, balance=self.balance).to(self.split.device)
-        keys = order if self.balance is None else self.positions
+        order = self.order.indices(len(self.split), epoch).to(self.split.device)
+        keys = order if self.order.balance is None else self.positions
         for micro in range(skip_micro, self.micro_per_epoch):
             window = slice(micro * self.per_rank, (micro + 1) * self.per_rank)
             indices = order[window]

@@ -4,13 +4,15 @@ processes and across resume.
 - `EpochSampler`: DistributedSampler's permutation (seeded with seed + epoch), yielding
   `(index, epoch)` so the dataset can seed each sample's augmentation; with `BalancedDraw`
   (`train.balance: sampler`) a class-balanced draw instead, keyed by position.
-- `epoch_order` / `epoch_positions`: the same order as int64 tensors, for the device backend.
+- `epoch_order` / `epoch_positions`: the same order as int64 tensors, for the device backend;
+  `EpochOrder` holds what they take besides the split and the epoch (seed, replicas, rank, balance).
 - `SkipSampler` + `LoaderEpochs`: a resumed epoch continues where the interrupted one stopped.
 - `ShardSampler`: each val image exactly once over all ranks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -115,6 +117,26 @@ def epoch_positions(dataset_len: int, *, num_replicas: int = 1, rank: int = 0) -
     augmentation keys of a balanced epoch, the same for a draw whatever the number of processes."""
     total = -(-dataset_len // num_replicas) * num_replicas
     return torch.arange(rank, total, num_replicas, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class EpochOrder:
+    """One rank's share of every epoch's order: what `epoch_order` and `epoch_positions` take
+    besides the split's length and the epoch, kept together so a rank cannot mix two of them."""
+
+    seed: int
+    num_replicas: int = 1
+    rank: int = 0
+    balance: BalancedDraw | None = None
+
+    def indices(self, dataset_len: int, epoch: int) -> torch.Tensor:
+        """`epoch_order` of this rank for `epoch`."""
+        return epoch_order(dataset_len, seed=self.seed, epoch=epoch, num_replicas=self.num_replicas, rank=self.rank,
+                           balance=self.balance)
+
+    def positions(self, dataset_len: int) -> torch.Tensor:
+        """`epoch_positions` of this rank (the same every epoch)."""
+        return epoch_positions(dataset_len, num_replicas=self.num_replicas, rank=self.rank)
 
 
 class SkipSampler(Sampler):

@@ -1,13 +1,13 @@
-"""What a model is made of: its parameter count and the torchinfo layer table of the report.
+"""What a model is made of, layer by layer: the torchinfo table of the report.
 
-- `count_parameters(model)`: parameter elements, for `tinyclf info` and tests.
 - `model_table(model, image_size)`: `torchinfo.summary` of one forward pass as plain types
   (JSON-ready), each layer named by its dotted module path; the figures are torchinfo's own, so
   the report reads like the reference result's torchinfo printout (for `tiny_resnet50` at 64 px:
   20,503,688 params, 1.10 G mult-adds, 0.05 / 54.99 / 82.01 / 137.05 MB).
 - `format_model_table(table)`: that dict as markdown.
 
-Only the summarize stage uses this module, so changing the table re-runs nothing but the report.
+Only the summarize stage uses this module, so changing the table re-runs nothing but the report
+(the parameter count that export and `tinyclf info` show is `tinyclf.model.parameters`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ import torchinfo
 from torch import nn
 
 MB = 1e6  # torchinfo's megabyte
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter elements (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def _image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

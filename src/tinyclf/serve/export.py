@@ -27,9 +27,10 @@ import torch
 from tinyclf import atomic
 from tinyclf.data.arrays import load_split
 from tinyclf.errors import TinyclfError
+from tinyclf.model.parameters import count_parameters
 from tinyclf.serve.onnx_model import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAMES, OnnxModel
 from tinyclf.serve.predictor import model_fit
-from tinyclf.serve.torch_model import ServingModel, load_serving_model, parameter_count, square_size
+from tinyclf.serve.torch_model import ServingModel, load_serving_model, square_size
 
 OPSET = 18
 PARITY_IMAGES = 512
@@ -45,7 +46,7 @@ class ExportError(TinyclfError):
 def metadata(serving: ServingModel, meta: dict, path: Path) -> dict[str, str]:
     """The ONNX metadata_props (strings) that serving code reads instead of the training code."""
     return {
-        "format": ONNX_FORMAT, "model": meta["model"], "parameters": str(parameter_count(serving.model)),
+        "format": ONNX_FORMAT, "model": meta["model"], "parameters": str(count_parameters(serving.model)),
         "num_classes": str(meta["num_classes"]),
         "classes": json.dumps([{"id": c["id"], "name": c["name"]} for c in meta["classes"]]),
         "image_size": str(square_size(meta, path)), "fit": model_fit(meta), "dataset": str(meta["dataset"]),

@@ -22,7 +22,7 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from tinyclf.data.images import MAX_IMAGE_BYTES
-from tinyclf.serve.predictor import Predictor, load_predictor, read_image
+from tinyclf.serve.predictor import Predictor, read_image
 
 FORMATS = ("table", "json", "csv")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -100,15 +100,13 @@ class Output:
         self.stream.flush()
 
 
-def predict_files(model: str | Path, inputs: list[str], *, top_k: int = 5, fmt: str = "table",
-                  backend: str = "auto", batch_size: int = 64, device: str = "cpu",
-                  out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Predict every input and write the results; 0 when every file was predicted, 1 otherwise.
-    A model that cannot be loaded raises PredictError (one line naming it)."""
+def predict_files(predictor: Predictor, inputs: list[str], *, top_k: int = 5, fmt: str = "table",
+                  batch_size: int = 64, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Predict every input with `predictor` (`predictor.load_predictor`: the model file, backend and
+    device) and write the results; 0 when every file was predicted, 1 otherwise."""
     out, err = out or sys.stdout, err or sys.stderr
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    predictor = load_predictor(model, backend=backend, device=device)
     if top_k > len(predictor.classes):
         print(f"tinyclf predict: --top-k {top_k} is more than the model's {len(predictor.classes)} classes; "
               f"showing all {len(predictor.classes)}", file=err)

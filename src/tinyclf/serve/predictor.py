@@ -113,7 +113,8 @@ def model_fit(meta: dict) -> str:
 def _load_torch(path: Path, device: str) -> Predictor:
     import torch
 
-    from tinyclf.serve.torch_model import load_serving_model, parameter_count, square_size
+    from tinyclf.model.parameters import count_parameters
+    from tinyclf.serve.torch_model import load_serving_model, square_size
 
     try:
         torch_device = torch.device(device)
@@ -131,7 +132,7 @@ def _load_torch(path: Path, device: str) -> Predictor:
             return model(x.to(torch_device))[1].float().cpu().numpy()
 
     classes = [{"index": i, "id": c["id"], "name": c["name"]} for i, c in enumerate(meta["classes"])]
-    facts = {"model": meta["model"], "parameters": parameter_count(model.model), "dataset": meta["dataset"],
+    facts = {"model": meta["model"], "parameters": count_parameters(model.model), "dataset": meta["dataset"],
              "generated": bool(meta["generated"]), "num_classes": meta["num_classes"], "image_size": size,
              "path": str(path), "backend": "torch"}
     return Predictor(backend="torch", classes=classes, image_size=size, fit=model_fit(meta), facts=facts, run=run)

@@ -44,7 +44,3 @@ def load_serving_model(path: str | Path, device: str = "cpu") -> tuple[ServingMo
     model, meta = load_model_file(path, map_location="cpu")
     serving = ServingModel(model, meta["mean"], meta["std"]).eval()
     return serving.to(device), meta
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -156,6 +156,12 @@ class _EpochClock:
         self.start = time.perf_counter()
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under torch.compile and DDP (nanoGPT's `raw_model`): what the EMA follows."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper keeps the module it compiled
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def _no_sync_context(model: nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
     """DDP's no_sync (skip the gradient all-reduce) for `model` (DDP, compiled DDP, or plain)."""
     ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else getattr(model, "_orig_mod", None)
@@ -223,17 +229,16 @@ def _sync_point(sums: _DeviceSums, progress: Progress, control: StepControl, inf
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, recipe: StepRecipe, progress: Progress, *,
-                    micro_batches: int, device: torch.device, info: DistInfo, raw_model: nn.Module | None = None,
-                    control: StepControl | None = None) -> dict:
+                    micro_batches: int, info: DistInfo, control: StepControl | None = None) -> dict:
     """Train until `progress.micro_in_epoch == micro_batches` (or a stop is agreed); return metrics.
 
-    `model` is what runs forward (DDP- and/or compile-wrapped); `raw_model` the plain module the EMA
-    follows (defaults to `model`). `loader` yields (images, labels) starting at the first micro-batch
-    not yet consumed. `control` says when to read from the device, agree across ranks and save step
+    `model` is what runs forward (DDP- and/or compile-wrapped; the EMA follows `unwrap(model)`), on
+    `info.device`. `loader` yields (images, labels) starting at the first micro-batch not yet
+    consumed. `control` says when to read from the device, agree across ranks and save step
     checkpoints (`StepControl`). Returns {"loss", "acc", "images", "seconds", "images_per_s",
     "stopped"} over the whole epoch, reduced over ranks (loss/acc are None when stopped early).
     """
-    raw_model = raw_model if raw_model is not None else model
+    raw_model, device = unwrap(model), info.device
     control = control or StepControl()
     no_sync = _no_sync_context(model)
     model.train()
@@ -297,27 +302,16 @@ def _epoch_metrics(progress: Progress, info: DistInfo) -> dict:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    device: torch.device,
-    mean,
-    std,
-    info: DistInfo,
-    channels_last: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-    to_input: Callable | None = None,
-) -> dict:
+def evaluate(model: nn.Module, loader: Iterable, *, to_input: Callable[[torch.Tensor], torch.Tensor], info: DistInfo,
+             autocast_dtype: torch.dtype | None = None) -> dict:
     """Cross-entropy, top-1 and top-5 over the loader's images, summed on each rank and reduced.
 
-    Each rank must see a disjoint shard with no padding (e.g. indices[rank::world]) for the result
-    to be exact. Pass the unwrapped model (not DDP): evaluation needs no gradient sync.
-    Returns {"loss", "top1", "top5", "count"}.
+    `to_input` turns a loaded uint8 batch into the model's input on `info.device` (e.g. a
+    `loading.normalize.ModelInput`). Each rank must see a disjoint shard with no padding (e.g.
+    indices[rank::world]) for the result to be exact. Pass the unwrapped model (not DDP): evaluation
+    needs no gradient sync. Returns {"loss", "top1", "top5", "count"}.
     """
-    from tinyclf.loading.normalize import to_model_input
-
-    to_input = to_input or (lambda b: to_model_input(b, mean, std, channels_last=channels_last))
+    device = info.device
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)

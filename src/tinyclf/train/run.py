@@ -54,16 +54,19 @@ from tinyclf.environment import device_name, environment_info
 from tinyclf.errors import TinyclfError
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.device_data import DeviceSplit, DeviceTrainBatches, DeviceValBatches
-from tinyclf.loading.loader import make_loader
-from tinyclf.loading.samplers import BalancedDraw, EpochSampler, LoaderEpochs, ShardSampler, SkipSampler
+from tinyclf.loading.loader import LoaderSpeed, make_loader
+from tinyclf.loading.normalize import ModelInput
+from tinyclf.loading.samplers import BalancedDraw, EpochOrder, EpochSampler, LoaderEpochs, ShardSampler, SkipSampler
 from tinyclf.model.architectures import create_model
 from tinyclf.model.file import save_model_file
 from tinyclf.model.init_weights import InitWeightsError, apply_init, describe_init
+from tinyclf.params import Params, TrainParams
 from tinyclf.train import checkpoint, distributed
 from tinyclf.train.checkpoint import RunCheckpoint, Trainables
 from tinyclf.train.cost import RunCost
 from tinyclf.train.distributed import DistInfo
-from tinyclf.train.engine import NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch
+from tinyclf.train.engine import (NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch,
+                                  unwrap)
 from tinyclf.train.recipe import (AUTOCAST_DTYPES, StepPlan, TrainingError, build_loss_and_mixup, build_optimizer,
                                   build_scheduler, configure_determinism, plan_steps, resolve_aug_backend,
                                   resolve_compile, resolve_precision, scaled_lr, seed_everything)
@@ -87,6 +90,27 @@ class RunPaths:
     model_out: Path  # models/model.pt
     live: Path  # DVCLive directory, with run.json
     checkpoints: Path  # holds last.pt
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run settled before its first epoch and keeps to the end, on this rank: where it runs,
+    the params, the precision and epoch count they resolved to, and which weights the model file gets."""
+
+    info: DistInfo
+    params: Params
+    precision: str  # the resolved train.precision: fp32, bf16 or fp16
+    num_epochs: int  # what the scheduler settled on
+    weights: str  # "ema" or "raw": saved to model.pt and logged as val/*
+    progress_bar: bool = False  # this rank shows one (rank 0, when asked)
+
+    @property
+    def train(self) -> TrainParams:
+        return self.params.train
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return AUTOCAST_DTYPES[self.precision]
 
 
 @dataclass
@@ -152,6 +176,8 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     # Decided before the model is built: only a fresh run loads train.init.
     state = checkpoint.resume_state(paths.checkpoints, fingerprint, info)
     parts, num_epochs = build_trainables(train_params, data, info, precision, load_init=state is None)
+    run = RunSetup(info, params, precision, num_epochs, progress_bar=progress_bar,
+                   weights="ema" if parts.ema is not None and train_params.save_weights == "ema" else "raw")
     ckpt = RunCheckpoint(paths.checkpoints, fingerprint, parts, info)
     progress = Progress()
     resumed_from = resume_or_start(ckpt, state, progress, train_params, info)
@@ -161,20 +187,18 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     if info.is_main:
         log = RunLog(paths.live, params.to_dict(), start_epoch=progress.epoch,
                      resuming=progress.epoch > 0 or progress.update > 0)
-        say(describe_run(train_params, data, info, precision, num_epochs))
-    main_key = "ema" if parts.ema is not None and train_params.save_weights == "ema" else "raw"
+        say(describe_run(run, data))
     cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
                    info.world_size)
     evals: dict[str, dict] = {}
     _simulate_failure_if_asked(info)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, num_epochs):
-            train_stats = train_epoch(train_model, parts.model, data, recipe, progress, ckpt, stop, info=info,
-                                      train_params=train_params, progress_bar=progress_bar, num_epochs=num_epochs)
-            evals = validate(parts, data, train_params, info, recipe.autocast_dtype)
-            step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[main_key])
+            train_stats = train_epoch(run, train_model, data, recipe, progress, ckpt, stop)
+            evals = validate(run, parts, data)
+            step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[run.weights])
             if log is not None:
-                log.log_epoch(epoch, num_epochs, train_stats, evals, main_key, parts.optimizer.param_groups[0]["lr"],
+                log.log_epoch(epoch, num_epochs, train_stats, evals, run.weights, parts.optimizer.param_groups[0]["lr"],
                               mfu=cost.mfu(train_stats["images_per_s"]))
             progress.end_epoch(train_stats["seconds"], train_stats["images"])
             # Logged before saved: a kill in between re-runs this epoch and the log drops its row on resume.
@@ -183,13 +207,13 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
                 raise Interrupted(f"stopped by {stop.name} after epoch {progress.epoch}; checkpoint saved to "
                                   f"{ckpt.path}, run the stage again to resume", stop.signum)
     if info.is_main:
-        write_outputs(paths, params, data, parts, main_key, num_epochs, info, precision, progress, cost)
+        write_outputs(run, paths, data, parts, progress, cost)
         log.end()
     # Finished: the checkpoint stays but is marked complete, so the next run starts fresh instead
     # of continuing this one under possibly different params.
     ckpt.save(progress, complete=True)
     seconds = progress.run_seconds
-    return {"epochs": num_epochs, "val": evals.get(main_key, {}), "train_seconds": seconds,
+    return {"epochs": num_epochs, "val": evals.get(run.weights, {}), "train_seconds": seconds,
             "images_per_s": progress.run_images / seconds if seconds > 0 else None, "resumed_from": resumed_from}
 
 
@@ -213,11 +237,11 @@ def _loader_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
     sampler = SkipSampler(EpochSampler(len(train_set), num_replicas=info.world_size, rank=info.rank,
                                        shuffle=True, seed=train_params.seed, drop_last=False,
                                        balance=balanced_draw(train_params, train_set.labels)))
-    options = dict(workers=train_params.workers, prefetch_factor=train_params.prefetch_factor,
-                   pin_memory=info.device.type == "cuda")
-    train_loader = make_loader(train_set, sampler, plan.per_rank, drop_last=True, **options)
-    val_loader = make_loader(val_set, ShardSampler(len(val_set), info.rank, info.world_size), plan.per_rank,
-                             drop_last=False, **options)
+    speed = LoaderSpeed(workers=train_params.workers, prefetch_factor=train_params.prefetch_factor,
+                        pin_memory=info.device.type == "cuda")
+    train_loader = make_loader(train_set, sampler, plan.per_rank, speed, drop_last=True)
+    val_loader = make_loader(val_set, ShardSampler(len(val_set), info.rank, info.world_size), plan.per_rank, speed,
+                             drop_last=False)
     for loader in (train_loader, val_loader):
         if loader.num_workers > 0:
             loader.worker_init_fn = _ignore_sigint_worker(loader.worker_init_fn)
@@ -231,10 +255,10 @@ def _device_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
     plan = plan_steps(len(train_split), train_params, info.world_size)
     augment = DeviceAugment(train_params, int(stats["image_size"][0]), stats["mean"], stats["std"],
                             seed=train_params.seed, channels_last=train_params.channels_last)
-    train_batches = DeviceTrainBatches(train_split, augment, per_rank=plan.per_rank,
-                                       micro_per_epoch=plan.micro_per_epoch, seed=train_params.seed,
-                                       world=info.world_size, rank=info.rank,
-                                       balance=balanced_draw(train_params, train_split.host_labels))
+    order = EpochOrder(train_params.seed, num_replicas=info.world_size, rank=info.rank,
+                       balance=balanced_draw(train_params, train_split.host_labels))
+    train_batches = DeviceTrainBatches(train_split, augment, order, per_rank=plan.per_rank,
+                                       micro_per_epoch=plan.micro_per_epoch)
     val_batches = DeviceValBatches(val_split, plan.per_rank, world=info.world_size, rank=info.rank)
     return len(train_split), len(val_split), plan, train_batches, val_batches
 
@@ -357,14 +381,14 @@ def build_step_recipe(train_params, parts: Trainables, data: TrainData, info: Di
                       params=[p for p in parts.model.parameters() if p.requires_grad])
 
 
-def describe_run(train_params, data: TrainData, info: DistInfo, precision: str, num_epochs: int) -> str:
-    stats = data.stats
+def describe_run(run: RunSetup, data: TrainData) -> str:
+    train_params, info, stats = run.train, run.info, data.stats
     generated = "GENERATED " if stats.get("generated") else ""
     compiled = ", compiled" if resolve_compile(train_params, info.device) else ""
     return (f"train: {train_params.model} on {stats.get('dataset')} ({generated}{data.num_train} train / "
             f"{data.num_val} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
-            f"process(es) on {device_name(info.device)}, {precision}{compiled}, {data.backend} data; "
-            f"{num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
+            f"process(es) on {device_name(info.device)}, {run.precision}{compiled}, {data.backend} data; "
+            f"{run.num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
             f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}"
             + ("; class-balanced sampling" if train_params.balance == "sampler" else ""))
 
@@ -412,32 +436,31 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(s, h)
 
 
-def train_epoch(train_model: nn.Module, raw_model: nn.Module, data: TrainData, recipe: StepRecipe,
-                progress: Progress, ckpt: RunCheckpoint, stop: StopRequest, *, info: DistInfo, train_params,
-                progress_bar: bool, num_epochs: int) -> dict:
+def train_epoch(run: RunSetup, train_model: nn.Module, data: TrainData, recipe: StepRecipe, progress: Progress,
+                ckpt: RunCheckpoint, stop: StopRequest) -> dict:
     """Epoch `progress.epoch` from where it stands: progress bar, step checkpoints, and on a signal a
-    checkpoint then `Interrupted`. `train_model` runs forward (DDP/compiled), `raw_model` is what the
-    EMA follows. Returns train_one_epoch's metrics."""
-    epoch, plan = progress.epoch, data.plan
+    checkpoint then `Interrupted`. `train_model` runs forward (DDP/compiled; the EMA follows the
+    module under it). Returns train_one_epoch's metrics."""
+    epoch, plan, train_params = progress.epoch, data.plan, run.train
     batches = data.train_batches.epoch(epoch, skip_micro=progress.micro_in_epoch)
     bar = None
-    if progress_bar:
+    if run.progress_bar:
         from tqdm import tqdm
 
-        bar = tqdm(total=plan.micro_per_epoch, initial=progress.micro_in_epoch, desc=f"epoch {epoch + 1}/{num_epochs}",
-                   unit="batch", dynamic_ncols=True, leave=False)
+        bar = tqdm(total=plan.micro_per_epoch, initial=progress.micro_in_epoch,
+                   desc=f"epoch {epoch + 1}/{run.num_epochs}", unit="batch", dynamic_ncols=True, leave=False)
     control = StepControl(sync_every=train_params.sync_every, checkpoint_every=train_params.checkpoint_every_steps,
                           save_checkpoint=ckpt.save, should_stop=lambda: stop.requested,
                           on_batch=bar.update if bar is not None else None)
     try:
         stats = train_one_epoch(train_model, batches, recipe, progress, micro_batches=plan.micro_per_epoch,
-                                device=info.device, info=info, raw_model=raw_model, control=control)
+                                info=run.info, control=control)
     except Exception:
         if not stop.requested:
             raise
         # A signal also reached the loader workers. The last optimizer step is complete, but it was
         # not checked (checks run every sync_every steps): the weights are, before they are saved.
-        _refuse_non_finite_weights(raw_model, progress)
+        _refuse_non_finite_weights(unwrap(train_model), progress)
         stats = {"stopped": True}
     finally:
         if bar is not None:
@@ -456,10 +479,10 @@ def _refuse_non_finite_weights(model: nn.Module, progress: Progress) -> None:
                                  "was written after the last good one. Lower train.lr or set train.clip_grad")
 
 
-def validate(parts: Trainables, data: TrainData, train_params, info: DistInfo, autocast_dtype) -> dict[str, dict]:
+def validate(run: RunSetup, parts: Trainables, data: TrainData) -> dict[str, dict]:
     """Val loss/top-1/top-5 of the EMA weights (when there are some) and of the raw weights, exact over ranks."""
-    options = dict(device=info.device, mean=data.mean, std=data.std, info=info,
-                   channels_last=train_params.channels_last, autocast_dtype=autocast_dtype)
+    options = dict(to_input=ModelInput(data.mean, data.std, channels_last=run.train.channels_last), info=run.info,
+                   autocast_dtype=run.autocast_dtype)
     evals = {}
     if parts.ema is not None:
         evals["ema"] = evaluate(parts.ema.module, data.val_batches, **options)
@@ -476,19 +499,19 @@ def step_epoch_scheduler(scheduler, train_params, epoch: int, val: dict) -> None
 
 
 # --------------------------------------------------------------------------------------- outputs
-def write_outputs(paths: RunPaths, params, data: TrainData, parts: Trainables, weights: str, num_epochs: int,
-                  info: DistInfo, precision: str, progress: Progress, cost: RunCost) -> None:
+def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Trainables, progress: Progress,
+                  cost: RunCost) -> None:
     """Rank 0: the model file (EMA or raw weights) and run.json (hardware and timing)."""
-    final = parts.ema.module if weights == "ema" else parts.model
-    save_model_file(paths.model_out, final, model_meta(params, data, weights, num_epochs, info.device, parts.init))
-    record = run_record(params.train, data, info, precision, progress, num_epochs)
+    final = parts.ema.module if run.weights == "ema" else parts.model
+    save_model_file(paths.model_out, final, model_meta(run, data, parts.init))
+    record = run_record(run, data, progress)
     record.update(cost.record(progress.run_seconds, record["images_per_s"]))
     atomic.write_json(paths.live / "run.json", record)
 
 
-def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch.device,
-               init: dict | None = None) -> dict:
+def model_meta(run: RunSetup, data: TrainData, init: dict | None = None) -> dict:
     """The model file's meta (docs/architecture.md, "model file"); `init`: what the weights started from."""
+    params = run.params
     classes, stats = data.classes, data.stats
     h, w = (int(v) for v in stats["image_size"])
     return {
@@ -500,20 +523,19 @@ def model_meta(params, data: TrainData, weights: str, epochs: int, device: torch
         "std": [float(x) for x in stats["std"]],
         "dataset": stats.get("dataset", params.data.dataset),
         "generated": bool(stats.get("generated", False) or classes.get("generated", False)),
-        "weights": weights,
+        "weights": run.weights,
         "params": params.to_dict(),
-        "environment": environment_info(device),
-        "epochs_trained": epochs,
+        "environment": environment_info(run.info.device),
+        "epochs_trained": run.num_epochs,
         # None only for a run resumed from a checkpoint older than the record (not known).
         "init": init,
     }
 
 
-def run_record(train_params, data: TrainData, info: DistInfo, precision: str, progress: Progress,
-               num_epochs: int) -> dict:
+def run_record(run: RunSetup, data: TrainData, progress: Progress) -> dict:
     """run.json: the hardware and timing facts the report shows (kept out of model.pt so its bytes
     are reproducible)."""
-    device = info.device
+    train_params, info, device = run.train, run.info, run.info.device
     seconds = progress.run_seconds
     images_per_s = progress.run_images / seconds if seconds > 0 else None
     return {
@@ -522,11 +544,11 @@ def run_record(train_params, data: TrainData, info: DistInfo, precision: str, pr
         "device_count": info.world_size if device.type == "cuda" else 0,
         "world_size": info.world_size,
         "nodes": max(1, info.world_size // info.local_world_size),
-        "precision": precision,
+        "precision": run.precision,
         "compile": resolve_compile(train_params, device),
         "channels_last": train_params.channels_last,
         "aug_backend": data.backend,
-        "epochs": num_epochs,
+        "epochs": run.num_epochs,
         "train_seconds": round(seconds, 3),
         "train_images": progress.run_images,
         "images_per_s": round(images_per_s, 1) if images_per_s else None,
