@@ -65,6 +65,12 @@ FORMATS = (
                                  magic=_GZIP, kind="gzip tar"),
         native_size=32, stand_in_classes=(10, 10)),
     DatasetFormat(
+        name="cifar100", title="CIFAR-100", module="cifar100",
+        official=OfficialArchive(url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                                 filename="cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85",
+                                 magic=_GZIP, kind="gzip tar"),
+        native_size=32, stand_in_classes=(100, 100)),
+    DatasetFormat(
         name="folder", title="your own images", module="folder",
         official=None, native_size=None, stand_in_classes=None),
 )
