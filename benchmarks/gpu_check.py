@@ -5,7 +5,7 @@
     python benchmarks/gpu_check.py --prepare .gpucheck              # here: what a bare GPU machine lacks
 
 Writes DIR/gpu_check.json (every figure) and DIR/gpu_check.md (the same, to read), with:
-  a. `pytest -m cuda` (tests/test_cuda.py): bf16 / fp16+GradScaler / compile runs, NCCL, determinism,
+  a. `pytest -m cuda` (tests/train/test_cuda.py): bf16 / fp16+GradScaler / compile runs, NCCL, determinism,
      device augmentation and evaluation on CUDA = CPU, a checkpoint CUDA -> CPU -> CUDA, no host
      syncs in a steady-state step (CUDA's sync detector). They skip without CUDA.
   b. Throughput of tiny_resnet50 at 64×64, global batch 512, through the train stage's own loop
@@ -131,7 +131,7 @@ def environment() -> dict:
 
 def cuda_tests() -> dict:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-                           str(REPO / "tests" / "test_cuda.py")], cwd=REPO, capture_output=True, text=True,
+                           str(REPO / "tests" / "train" / "test_cuda.py")], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"),
                                                                             os.environ.get("PYTHONPATH", "")])})
     summary = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", line)]

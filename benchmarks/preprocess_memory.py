@@ -11,7 +11,7 @@ workers every 20 ms:
 - **tree PSS**: the same with shared pages divided among the processes that share them;
 - **largest process RSS**.
 Cases: (a) the subset as published; (b) the subset with its first train member replaced by a
-20000x20000 PNG of 389 KB (`tests/bombs.py`), with `on_corrupt: skip` so the whole archive is
+20000x20000 PNG of 389 KB (`tests/support/bombs.py`), with `on_corrupt: skip` so the whole archive is
 processed. `--src` runs another checkout's library (e.g. the code before a change) in the child.
 """
 
@@ -30,8 +30,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the bomb builder the tests use
-from bombs import png_bomb  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from support.bombs import png_bomb  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 CHILD = """

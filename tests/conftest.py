@@ -6,7 +6,7 @@ Helpers the tests import (shrunk params, repository copies, subprocess runs) liv
 from __future__ import annotations
 
 import pytest
-from helpers import REAL_SUBSET
+from support.helpers import REAL_SUBSET
 
 
 @pytest.fixture

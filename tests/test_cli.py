@@ -8,8 +8,8 @@ import sys
 import cv2
 import numpy as np
 import torch
-from helpers import REPO, real_params, write_params
-from test_evaluate import make_model_file
+from support.helpers import REPO, real_params, write_params
+from support.stage_outputs import make_model_file
 
 from tinyclf.model.file import load_model_file
 

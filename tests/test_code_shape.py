@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from helpers import REPO
+from support.helpers import REPO
 
 SCREEN_LINES = 60  # def line to last line, docstring included
 REASON = "# Longer than a screen:"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import REPO, committed_text, real_params, write_params
+from support.helpers import REPO, committed_text, real_params, write_params
 
 from tinyclf.params import ParamsError, load_params, params_from_dict
 

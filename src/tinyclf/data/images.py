@@ -304,7 +304,7 @@ def jpeg_scale_down(data: bytes, size: int) -> int:
     """By how much (1, 2, 4 or 8) decode_photo lets libjpeg scale a file down while decoding; 1 for
     anything but an 8-bit JPEG. The largest factor that leaves the short side at least 2×`size`,
     the margin PIL's thumbnail() keeps too: INTER_AREA then averages at least 2x2 decoded pixels
-    into each output pixel, and the result stays close to a full decode's (tests/test_images.py
+    into each output pixel, and the result stays close to a full decode's (tests/data/test_images.py
     bounds the difference). 2-4x faster for a 12-megapixel photo going to 96-224 px."""
     frame = _jpeg_frame(data) if _is_jpeg(data) else None
     if frame is None or frame[3] != 8:  # 12-bit JPEGs: OpenCV's reduced modes are 8-bit

@@ -2,7 +2,7 @@
 
 `REFERENCE` holds its facts once; the functions below build each sentence from it when called, so
 changing the constant changes the verdict, the results line, the timing row, the cost line, the
-comparability notes and the GENERATED banner alike (tests/test_report_reference.py). Other
+comparability notes and the GENERATED banner alike (tests/report/test_report_reference.py). Other
 modules use these functions and never spell out the reference themselves.
 """
 

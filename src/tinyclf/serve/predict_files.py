@@ -21,11 +21,11 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
+from tinyclf.data.file_names import is_image_name
 from tinyclf.data.images import MAX_IMAGE_BYTES
 from tinyclf.serve.predictor import Predictor, read_image
 
 FORMATS = ("table", "json", "csv")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 _GLOB_CHARS = set("*?[")
 
 
@@ -53,7 +53,7 @@ def _walk(folder: Path) -> Iterator[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if not name.startswith(".") and is_image_name(name):
                 yield os.path.join(root, name)
 
 

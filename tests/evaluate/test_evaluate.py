@@ -1,0 +1,208 @@
+"""The evaluate stage: exact metrics recountable from its own CSV, TTA, clear errors, 200-class plots.
+
+Builds a prepared directory (numpy + json, per docs/architecture.md) and a real small model file
+(timm's tiny `test_resnet` via create_model/save_model_file), then runs the real stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from support.helpers import load_stage, params_file, png_size, shrunk_params
+from support.stage_outputs import make_model_file, make_prepared
+
+from tinyclf.evaluate.metrics import expected_calibration_error
+from tinyclf.evaluate.run import run_evaluation
+from tinyclf.model.file import load_model_file
+from tinyclf.params import params_from_dict
+
+torch.set_num_threads(1)
+
+PLOTS = ("per_class_accuracy.png", "confusion_matrix.png", "confused_pairs.png", "misclassified.png")
+OUTPUTS = ("metrics.json", "speed.json", "predictions.csv", "per_class.json")
+
+
+def read_predictions(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    prepared = make_prepared(root / "prepared")
+    model = make_model_file(root / "model.pt")
+    params = params_file(root)
+    return root, prepared, model, params
+
+
+@pytest.fixture(scope="module")
+def evaluated(setup):
+    root, prepared, model, params = setup
+    out = root / "evaluate"
+    rc = load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(out),
+                                      "--params", str(params), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+# ------------------------------------------------------------------------------ tests
+def test_writes_every_output(evaluated):
+    for name in OUTPUTS:
+        assert (evaluated / name).is_file(), name
+    for name in PLOTS:
+        png_size(evaluated / "plots" / name)
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert set(metrics) == {"top1", "top5", "loss", "mean_class_accuracy", "ece", "num_images", "generated", "tta_flip"}
+    assert metrics["generated"] is True and metrics["tta_flip"] is False
+    speed = json.loads((evaluated / "speed.json").read_text())
+    assert speed["images_per_s"] > 0 and speed["seconds"] > 0 and speed["device"].startswith("cpu")
+
+
+def test_every_val_image_exactly_once(setup, evaluated):
+    _, prepared, _, _ = setup
+    rows = read_predictions(evaluated / "predictions.csv")
+    labels = np.load(prepared / "val" / "labels.npy")
+    assert [int(r["index"]) for r in rows] == list(range(len(labels)))
+    assert [int(r["true"]) for r in rows] == labels.tolist()
+
+
+def test_metrics_equal_a_recount_from_predictions_csv(evaluated):
+    rows = read_predictions(evaluated / "predictions.csv")
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    true = np.array([int(r["true"]) for r in rows])
+    pred = np.array([int(r["predicted"]) for r in rows])
+    top5 = [list(map(int, r["top5"].split())) for r in rows]
+    assert all(t[0] == p for t, p in zip(top5, pred))
+    assert all(len(t) == 4 for t in top5)  # k = min(5, classes) with 4 classes
+    # The recount must not be trivial, or it could not catch a wrong metric.
+    assert 0 < (pred == true).mean() < 1
+    assert metrics["num_images"] == len(rows)
+    assert metrics["top1"] == round(float((pred == true).mean()), 6)
+    assert metrics["top5"] == round(float(np.mean([t in k for t, k in zip(true, top5)])), 6)
+    per_class = [(pred[true == c] == c).mean() for c in np.unique(true)]
+    assert metrics["mean_class_accuracy"] == round(float(np.mean(per_class)), 6)
+    confidence = np.array([float(r["confidence"]) for r in rows])
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(confidence, (pred == true) * 1.0, 15), abs=1e-5)
+    per_class_json = json.loads((evaluated / "per_class.json").read_text())
+    assert [c["correct"] for c in per_class_json["classes"]] == [int(((pred == c) & (true == c)).sum()) for c in range(4)]
+
+
+def test_loss_and_confidence_match_the_model(setup, evaluated):
+    """Recompute the softmax of a few images directly with the model: the stage's path is the plain one."""
+    _, prepared, model_path, _ = setup
+    model, meta = load_model_file(model_path)
+    images = np.load(prepared / "val" / "images.npy")
+    labels = np.load(prepared / "val" / "labels.npy")
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) \
+        / torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(x), 1).numpy()
+    rows = read_predictions(evaluated / "predictions.csv")
+    assert [float(r["confidence"]) for r in rows] == pytest.approx(np.exp(logp.max(1)).tolist(), abs=2e-6)
+    loss = json.loads((evaluated / "metrics.json").read_text())["loss"]
+    assert loss == pytest.approx(float(-logp[np.arange(len(labels)), labels].mean()), abs=2e-6)
+
+
+def test_identical_runs_give_identical_bytes(setup, evaluated, tmp_path):
+    _, prepared, model, params = setup
+    out = tmp_path / "again"
+    assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(out),
+                                        "--params", str(params), "--no-progress"]) == 0
+    for name in ("metrics.json", "predictions.csv", "per_class.json") + tuple(f"plots/{p}" for p in PLOTS):
+        assert (out / name).read_bytes() == (evaluated / name).read_bytes(), name
+
+
+def test_tta_flip_averages_image_and_mirror(setup, evaluated, tmp_path):
+    _, prepared, model_path, _ = setup
+    out = tmp_path / "tta"
+    params = params_file(tmp_path, evaluate__tta_flip=True)
+    assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model_path), "--out", str(out),
+                                        "--params", str(params), "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["tta_flip"] is True
+    plain = read_predictions(evaluated / "predictions.csv")
+    tta = read_predictions(out / "predictions.csv")
+    assert [r["confidence"] for r in plain] != [r["confidence"] for r in tta]
+    # The TTA confidence is the averaged softmax of the image and its mirror, recomputed here.
+    model, meta = load_model_file(model_path)
+    images = torch.from_numpy(np.load(prepared / "val" / "images.npy")[:3]).permute(0, 3, 1, 2).float()
+    x = (images / 255 - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        probs = (torch.softmax(model(x), 1) + torch.softmax(model(torch.flip(x, dims=[3])), 1)) / 2
+    for i in range(3):
+        assert int(tta[i]["predicted"]) == int(probs[i].argmax())
+        assert float(tta[i]["confidence"]) == pytest.approx(float(probs[i].max()), abs=2e-6)
+
+
+def _run_expecting_error(capsys, prepared, model, out, params) -> str:
+    rc = load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(out),
+                                      "--params", str(params), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert not out.exists(), "a failed evaluation must not leave outputs"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_truncated_model_file_is_a_clear_error(setup, tmp_path, capsys):
+    _, prepared, model, params = setup
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    err = _run_expecting_error(capsys, prepared, bad, tmp_path / "out", params)
+    assert str(bad) in err and "corrupt" in err
+
+
+def test_missing_model_file_is_a_clear_error(setup, tmp_path, capsys):
+    _, prepared, _, params = setup
+    err = _run_expecting_error(capsys, prepared, tmp_path / "nope.pt", tmp_path / "out", params)
+    assert "nope.pt" in err and "no such model file" in err
+
+
+@pytest.mark.parametrize("kind", ["classes", "image_size", "dataset"])
+def test_mismatched_model_is_a_clear_error(setup, tmp_path, capsys, kind):
+    _, prepared, _, params = setup
+    args = {"classes": {"num_classes": 5}, "image_size": {"size": 24}, "dataset": {"dataset": "cifar10"}}[kind]
+    model = make_model_file(tmp_path / "other.pt", **args)
+    err = _run_expecting_error(capsys, prepared, model, tmp_path / "out", params)
+    expected = {"classes": "model has 5 classes but the prepared data has 4",
+                "image_size": "model expects 24x24 images but the prepared val images are 16x16",
+                "dataset": "model was trained on cifar10 but the prepared data is tiny-imagenet"}[kind]
+    assert expected in err
+
+
+def test_bad_params_fail_before_work(setup, tmp_path, capsys):
+    _, prepared, model, _ = setup
+    params = params_file(tmp_path)
+    params.write_text(params.read_text().replace("ece_bins: 15", "ece_bins: 0"))
+    err = _run_expecting_error(capsys, prepared, model, tmp_path / "out", params)
+    assert "evaluate.ece_bins" in err
+
+
+def test_ece_is_the_standard_binned_gap():
+    conf = np.array([0.95, 0.95, 0.55, 0.55, 0.15])
+    correct = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    # bins of width 0.1: (0.9,1]: acc 0.5 conf 0.95 -> 0.45*2/5; (0.5,0.6]: acc 1 conf .55 -> .45*2/5; (0.1,0.2]: .15*1/5
+    assert expected_calibration_error(conf, correct, 10) == pytest.approx(0.45 * 0.4 + 0.45 * 0.4 + 0.15 * 0.2)
+    assert expected_calibration_error(np.ones(3), np.ones(3), 15) == 0.0
+
+
+def test_200_class_plots_render(tmp_path):
+    """At 200 classes every plot renders (no per-class labels), and the counts stay exact."""
+    prepared = make_prepared(tmp_path / "prepared", num_classes=200, size=8, per_class=2)
+    model = make_model_file(tmp_path / "model.pt", num_classes=200, size=8)
+    ep = params_from_dict(shrunk_params(**{"evaluate.batch_size": 200, "evaluate.misclassified_examples": 24})).evaluate
+    out = tmp_path / "evaluate"
+    result = run_evaluation(prepared, model, out, ep, progress=False)
+    assert result["metrics"]["num_images"] == 400
+    assert not math.isnan(result["metrics"]["loss"])
+    sizes = {name: png_size(out / "plots" / name) for name in PLOTS}
+    assert sizes["confusion_matrix.png"][0] >= 900  # large enough for a 200x200 heatmap
+    per_class = json.loads((out / "per_class.json").read_text())
+    assert len(per_class["classes"]) == 200
+    assert len(per_class["confused_pairs"]) == ep.confused_pairs

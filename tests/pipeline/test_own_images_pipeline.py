@@ -1,0 +1,136 @@
+"""The issue's acceptance, as a user runs it: `dvc exp run -S data.dataset=folder -S download.source=<dir>`
+runs every stage on a folder of real photos, learns, and DVC then watches the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from support import own_images
+from support.helpers import REAL_SUBSET, make_repo_copy, run, shrunk_params, venv_env
+
+pytestmark = pytest.mark.slow
+CLASSES = 10
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    if not REAL_SUBSET.exists():
+        pytest.skip(f"real Tiny ImageNet subset not present at {REAL_SUBSET}")
+    root = tmp_path_factory.mktemp("own_pipeline")
+    spec = own_images.build_photo_folder(root / "photos", REAL_SUBSET, classes=CLASSES, train_per_class=100,
+                                         val_per_class=50)
+    params = shrunk_params(train__epochs=8, train__batch_size=32, train__lr=0.1, train__deterministic=True)
+    repo = make_repo_copy(root / "repo", params)
+    env = venv_env(repo)
+    out = run(["dvc", "exp", "run", "-S", "data.dataset=folder", "-S", f"download.source={spec.root}",
+               "-S", "data.image_size=32"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "own photos"], repo, env)
+    return repo, env, spec, out.stdout + out.stderr
+
+
+def test_every_stage_runs_and_the_model_learns(pipeline):
+    repo, _, _, output = pipeline
+    assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "export", "summarize"]
+    metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
+    assert metrics["generated"] is False and metrics["num_images"] == CLASSES * 50
+    # Chance is 10%: 8 CPU epochs on 1,000 real photos reach about 26%.
+    assert metrics["top1"] >= 0.18, metrics
+
+
+def test_report_and_per_class_results_use_the_folder_names(pipeline):
+    repo, _, spec, _ = pipeline
+    per_class = json.loads((repo / "results/evaluate/per_class.json").read_text())
+    text = json.dumps(per_class)
+    assert all(spec.readable[c] in text for c in spec.class_dirs)
+    report = (repo / "results/summary/report.md").read_text()
+    assert "folder" in report and "GENERATED" not in report and "your own images" in report
+    assert "1 turned upright (EXIF orientation)" in report
+    assert f"**{spec.counts['non_image_files']} files skipped as not images" in report
+    assert "Layout:** train/val folders" in report
+    assert (repo / "results/evaluate/plots/per_class_accuracy.png").is_file()
+
+
+def test_predict_with_the_folder_model_uses_its_names_and_both_backends_agree(pipeline):
+    """`tinyclf predict` on the user's own photos (a non-square PNG, the EXIF-rotated JPEG, a WebP)
+    with the model trained on them: readable class names, the same answer from torch and ONNX."""
+    repo, env, spec, _ = pipeline
+    photos = [spec.rotated] + [rel for rel, e in spec.entries.items() if e.format in ("PNG", "WEBP")][:3]
+    answers = {}
+    for model in ("models/model.pt", "models/model.onnx"):
+        out = run(["tinyclf", "predict", model, *[str(spec.root / p) for p in photos], "--format", "json"], repo, env)
+        answers[model] = json.loads(out.stdout)
+    names = set(spec.readable.values())
+    for torch_item, onnx_item in zip(*answers.values()):
+        assert [c["id"] for c in torch_item["top_k"]] == [c["id"] for c in onnx_item["top_k"]]
+        assert all(c["name"] in names for c in torch_item["top_k"])
+    assert len(answers["models/model.pt"]) == len(photos)
+
+
+def test_the_demo_serves_the_folder_model_with_its_names(pipeline, tmp_path):
+    """`tinyclf demo` run in the repo with its defaults (models/model.pt, data/prepared, the evaluate
+    metrics) serves the model trained on the user's photos: gradio_client gets `tinyclf predict`'s
+    top-5, with the readable names from classes.txt, for one of those photos."""
+    from gradio_client import Client, handle_file
+    from support.browser import assert_same_top5, free_port, server_env, serving
+
+    repo, env, spec, _ = pipeline
+    photo = spec.root / spec.rotated
+    expected = json.loads(run(["tinyclf", "predict", "models/model.pt", str(photo), "--format", "json"],
+                              repo, env).stdout)[0]["top_k"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    demo_env = server_env(tmp_path) | {"PATH": env["PATH"], "PYTHONPATH": env["PYTHONPATH"]}
+    with serving(["tinyclf", "demo", "--port", str(port)], url, tmp_path / "demo.log", cwd=repo, env=demo_env):
+        answer = Client(url, verbose=False).predict(handle_file(str(photo)), api_name="/predict")
+    shown = [(p["id"], p["name"], p["probability"]) for p in answer["predictions"]]
+    assert_same_top5(shown, [(c["id"], c["name"], c["probability"]) for c in expected])
+    assert {name for _, name, _ in shown} <= set(spec.readable.values())
+
+
+def test_nothing_reruns_while_the_folder_is_unchanged(pipeline):
+    repo, env, spec, _ = pipeline
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], repo, env).stdout
+    first = spec.root / spec.splits["train"][0][0]
+    first.touch()  # a new mtime, the same bytes: DVC hashes contents
+    out = run(["dvc", "repro"], repo, env)
+    assert ran_stages(out.stdout + out.stderr) == []
+
+
+def test_a_new_photo_repacks_and_reprepares(pipeline):
+    repo, env, spec, _ = pipeline
+    first = spec.root / spec.splits["train"][0][0]
+    shutil.copy(first, first.with_name("IMG_added.jpg"))
+    status = json.loads(run(["dvc", "status", "--json"], repo, env).stdout)
+    assert "download" in status, status
+    out = run(["dvc", "repro", "preprocess"], repo, env)
+    assert ran_stages(out.stdout + out.stderr) == ["download", "preprocess"]
+    stats = json.loads((repo / "data/prepared/stats.json").read_text())
+    assert stats["splits"]["train"]["count"] == CLASSES * 100 + 1
+
+
+def test_fine_tuning_from_the_trained_model_on_another_folder(pipeline, tmp_path):
+    """`train.init` from a model trained on 10 classes, on a 3-class flat folder: every layer but the
+    classifier loads, the classifier is re-initialised, and the report says so."""
+    repo, env, spec, _ = pipeline
+    weights = tmp_path / "ten_classes.pt"
+    shutil.copy(repo / "models/model.pt", weights)  # the experiment below replaces models/model.pt
+    flat = tmp_path / "three"
+    for cls in spec.class_dirs[:3]:
+        shutil.copytree(spec.root / "train" / cls, flat / cls)
+    out = run(["dvc", "exp", "run", "-S", f"download.source={flat}", "-S", f"train.init={weights}",
+               "-S", "train.epochs=1"], repo, env)
+    assert ran_stages(out.stdout + out.stderr)[:3] == ["download", "preprocess", "train"]
+    report = (repo / "results/summary/report.md").read_text()
+    line = next(line for line in report.splitlines() if "Initial weights" in line)
+    assert "ten_classes.pt" in line and "classifier re-initialised" in line, line
+    loaded, total = map(lambda s: int(s.replace(",", "")), re.search(r"([\d,]+) of ([\d,]+) tensors loaded", line).groups())
+    assert total - loaded == 2 and loaded > 50, line  # all but the classifier's weight and bias

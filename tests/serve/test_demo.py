@@ -1,0 +1,145 @@
+"""`tinyclf demo`, used as a person uses it: a real browser opens the page the command serves,
+uploads a real Tiny ImageNet validation JPEG, and reads the top-5 from the page; they must be
+`tinyclf predict`'s (the Predictor's top-k of read_image of the same bytes). `gradio_client` gets
+the same answer from the API. Screenshots go to test-artifacts/.
+
+Real components: a model trained by `run_training` on real images (tests/support/demo_model.py), the
+`tinyclf` command in its own process on 127.0.0.1, headless Chromium (tests/support/browser.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.browser import (assert_same_top5, chrome, expected_rows, free_port, screenshot, server_env, serving,
+                             upload, wait_for, wait_for_top5)
+from support.demo_model import CLASSES, make_demo_model
+from support.helpers import REAL_SUBSET
+
+from tinyclf.serve.demo import pick_examples
+from tinyclf.serve.predictor import load_predictor, read_image
+
+pytestmark = [pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny ImageNet subset not present at {REAL_SUBSET}"),
+              pytest.mark.usefixtures("one_torch_thread")]
+
+TINYCLF = str(Path(sys.executable).parent / "tinyclf")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        return make_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    return load_predictor(trained.model_pt)
+
+
+@pytest.fixture(scope="module")
+def demo(trained, tmp_path_factory):
+    """The URL of `tinyclf demo` serving the trained model file."""
+    tmp = tmp_path_factory.mktemp("demo-server")
+    port = free_port()
+    cmd = [TINYCLF, "demo", str(trained.model_pt), "--port", str(port), "--examples", str(trained.prepared),
+           "--metrics", str(trained.metrics)]
+    url = f"http://127.0.0.1:{port}/"
+    with serving(cmd, url, tmp / "demo.log", env=server_env(tmp)):
+        yield url
+
+
+def predicted(predictor, data: bytes) -> list[tuple[str, str, float]]:
+    """What `tinyclf predict` says for these bytes."""
+    return expected_rows(predictor.top_k(predictor.probabilities(read_image(data, predictor)[None]))[0])
+
+
+def test_an_uploaded_validation_jpeg_gets_the_top5_of_tinyclf_predict(demo, trained, predictor):
+    jpeg = trained.jpegs[1]
+    expected = predicted(predictor, jpeg.read_bytes())
+    with chrome() as driver:
+        driver.get(demo)
+        upload(driver, jpeg)
+        shown = wait_for_top5(driver, expected)
+        screenshot(driver, "demo-upload")
+        assert_same_top5(shown, expected)
+        latency = driver.find_element("id", "latency").text
+        facts = driver.find_element("id", "model-facts").text
+        banners = driver.find_elements("id", "generated-banner")
+    assert "Latency of this request" in latency and "ms (decode" in latency
+    metrics = json.loads(trained.metrics.read_text())
+    assert "architecture test_resnet" in facts and f"parameters {predictor.facts['parameters']:,}" in facts
+    assert f"top-1 {metrics['top1']:.1%}" in facts and f"classes {CLASSES}" in facts
+    assert "trained on tiny-imagenet\n" in facts and not [b for b in banners if b.is_displayed()]  # real images
+
+
+def test_clicking_a_gallery_image_classifies_that_validation_image(demo, trained, predictor):
+    images, labels = np.load(trained.prepared / "val" / "images.npy"), np.load(trained.prepared / "val" / "labels.npy")
+    picked = pick_examples(labels, 16)
+    assert len(picked) == CLASSES  # one per class: fewer classes than the gallery's 16
+    third = picked[2]
+    expected = expected_rows(predictor.top_k(predictor.probabilities(images[third][None]))[0])
+    with chrome() as driver:
+        driver.get(demo)
+        thumbnails = wait_for(lambda: driver.find_elements("css selector", "#examples .thumbnail-item"))
+        assert len(thumbnails) == CLASSES
+        classes = json.loads((trained.prepared / "classes.json").read_text())["classes"]
+        assert thumbnails[2].text == classes[int(labels[third])]["name"].split(",")[0]  # the true class as caption
+        thumbnails[2].click()
+        shown = wait_for_top5(driver, expected)
+        screenshot(driver, "demo-gallery")
+    assert_same_top5(shown, expected)
+
+
+def test_gradio_client_gets_the_same_top5_from_the_api(demo, trained, predictor):
+    from gradio_client import Client, handle_file
+
+    client = Client(demo, verbose=False)
+    for jpeg in trained.jpegs[:3]:
+        answer = client.predict(handle_file(str(jpeg)), api_name="/predict")
+        rows = [(p["id"], p["name"], p["probability"]) for p in answer["predictions"]]
+        assert_same_top5(rows, predicted(predictor, jpeg.read_bytes()))
+        assert [p["rank"] for p in answer["predictions"]] == [1, 2, 3, 4, 5]
+        assert 0 < answer["latency_ms"]["total"] >= answer["latency_ms"]["model"]
+
+
+def test_a_file_that_is_not_an_image_is_refused_naming_it(demo, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a picture\n")
+    with pytest.raises(AppError) as caught:
+        Client(demo, verbose=False).predict(handle_file(str(notes)), api_name="/predict")
+    assert str(caught.value).startswith("cannot use notes.jpg: not a decodable image")
+
+
+def test_command_line_problems_are_one_line(trained, tmp_path):
+    missing = tmp_path / "nope.pt"
+    proc = subprocess.run([TINYCLF, "demo", str(missing)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == f"tinyclf demo: {missing}: no such model file\n"
+    proc = subprocess.run([TINYCLF, "demo", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for words in ("--port", "--host", "--metrics", "--examples", "top-5", "GENERATED", "/predict"):
+        assert words in proc.stdout, words
+    proc = subprocess.run([TINYCLF, "demo", "--port", "eighty"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "--port" in proc.stderr
+
+
+def test_a_port_in_use_is_named(trained, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([TINYCLF, "demo", str(trained.model_onnx), "--port", str(port), "--num-examples", "0"],
+                              capture_output=True, text=True, timeout=120, env=server_env(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"tinyclf demo: cannot listen on 127.0.0.1:{port} (Cannot find empty port in range: "
+                           f"{port}-{port}); choose another port with --port\n")

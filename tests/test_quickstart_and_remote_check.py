@@ -1,0 +1,195 @@
+"""The `tinyclf` command's pipeline tools, run as a user types them (`python -m tinyclf.cli …`):
+`quickstart` (the whole pipeline as a DVC experiment on generated data, in a committed copy of the
+repository) and `remote-check` (is a DVC remote usable, and if not, one line naming it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from support.helpers import make_repo_copy, run, venv_env
+
+
+def tinyclf(repo: Path, *args, timeout: int = 120):
+    return run([sys.executable, "-m", "tinyclf.cli", *map(str, args)], repo, venv_env(repo), check=False,
+               timeout=timeout)
+
+
+# ------------------------------------------------------------------------------ quickstart
+def experiment_rows(shown: list) -> list[dict]:
+    """`dvc exp show --json`: the workspace and each commit, with their experiments' revisions nested."""
+    return [rev for entry in shown for exp in (entry.get("experiments") or []) for rev in (exp.get("revs") or [])]
+
+
+@pytest.mark.slow  # the six stages on generated data: about 1.5 minutes on 2 CPU cores
+def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone(tmp_path):
+    repo = make_repo_copy(tmp_path / "repo", params=None)  # the committed params.yaml, as a fresh clone has
+    committed = (repo / "params.yaml").read_bytes()
+    proc = tinyclf(repo, "quickstart", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^\s*report:\s+quickstart/results/summary/report\.md$", proc.stdout, re.M), proc.stdout
+    assert "GENERATED data" in proc.stdout
+    # DVC's "No file hash info found … It won't be created" for every output of a fresh clone reads
+    # like a failure to a newcomer; DVC's note on untracked files after the run likewise.
+    assert "No file hash info" not in proc.stderr and "untracked files" not in proc.stderr, proc.stderr
+
+    # The workspace is the committed reference setup: nothing modified, nothing new for git.
+    status = run(["git", "status", "--porcelain"], repo, venv_env(repo)).stdout
+    assert status == "", status
+    assert (repo / "params.yaml").read_bytes() == committed
+    assert not (repo / "models").exists() and not (repo / "dvc.lock").exists()
+
+    report = (repo / "quickstart/results/summary/report.md").read_text()
+    assert "GENERATED" in report
+    assert "**ONNX export:** `models/model.onnx`" in report  # the export stage ran and passed parity
+    # The report's figure links resolve inside the copy.
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (repo / "quickstart/results/summary" / link).is_file(), link
+    metrics = json.loads((repo / "quickstart/results/evaluate/metrics.json").read_text())
+    assert metrics["generated"] is True
+    assert metrics["num_images"] == 10 * 20  # quickstart: 10 generated classes, 20 val images each
+    assert metrics["top1"] >= 0.5  # 10 classes (chance 10%); README quotes ~90% for this run
+
+    # An ordinary DVC experiment: `dvc exp show` lists it with the quickstart params and its metrics.
+    def shown_rows():
+        return experiment_rows(json.loads(run(["dvc", "exp", "show", "--json"], repo, venv_env(repo)).stdout))
+
+    rows = shown_rows()
+    assert [row["name"] for row in rows] == ["quickstart"], rows
+    data = rows[0]["data"]
+    train = data["params"]["params.yaml"]["data"]["train"]
+    assert train["epochs"] == 5 and train["model"] == "tiny_resnet50"
+    assert data["params"]["params.yaml"]["data"]["download"]["source"] == "generated"
+    assert data["metrics"]["results/evaluate/metrics.json"]["data"]["top1"] == metrics["top1"]
+    assert yaml.safe_load(committed)["train"]["epochs"] == 150  # the reference setup, untouched
+
+
+
+# A stand-in for the six stages, with the outputs the quickstart reads: the quickstart's own
+# steps (experiment, replacing it, copying its report) run for real around it in seconds.
+FAKE_PIPELINE = """\
+stages:
+  fake:
+    cmd: >-
+      python -c "import json, pathlib, yaml;
+      p = yaml.safe_load(open('params.yaml'));
+      pathlib.Path('results/summary').mkdir(parents=True, exist_ok=True);
+      pathlib.Path('results/summary/report.md').write_text('GENERATED run, epochs %s' % p['train']['epochs']);
+      pathlib.Path('results/evaluate').mkdir(parents=True, exist_ok=True);
+      json.dump(dict(top1=0.9, top5=1.0, num_images=200, generated=True), open('results/evaluate/metrics.json', 'w'))"
+    params: [train]
+    outs: [results/summary]
+    metrics:
+      - results/evaluate/metrics.json:
+          cache: false
+"""
+
+
+def fake_quickstart_repo(root: Path) -> Path:
+    """A git + DVC repo whose params.yaml has every key the quickstart sets, and FAKE_PIPELINE."""
+    from tinyclf.quickstart import OVERRIDES
+
+    root.mkdir()
+    env = venv_env(root)
+    params: dict = {}
+    for dotted in OVERRIDES:
+        *parents, leaf = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = "reference"
+    params["train"]["epochs"] = 150
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "dvc.yaml").write_text(FAKE_PIPELINE)
+    (root / ".gitignore").write_text("/results/summary/\n/quickstart/\n/quickstart.tmp/\n")
+    run(["git", "init", "-q", "-b", "main"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "fake pipeline"], root, env)
+    return root
+
+
+def test_quickstart_again_replaces_its_experiment_and_its_report(tmp_path):
+    repo = fake_quickstart_repo(tmp_path / "repo")
+    first = tinyclf(repo, "quickstart")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "replacing" not in first.stdout
+    assert (repo / "quickstart/results/summary/report.md").read_text() == "GENERATED run, epochs 5"
+    (repo / "quickstart/results/summary/report.md").write_text("stale")
+
+    again = tinyclf(repo, "quickstart")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "replacing the earlier 'quickstart' experiment" in again.stdout
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, venv_env(repo)).stdout)
+    assert [row["name"] for row in experiment_rows(shown)] == ["quickstart"]  # one, not two
+    assert (repo / "quickstart/results/summary/report.md").read_text() == "GENERATED run, epochs 5"
+    assert not (repo / "quickstart.tmp").exists()
+    assert run(["git", "status", "--porcelain"], repo, venv_env(repo)).stdout == ""
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"] == 150
+
+
+# ------------------------------------------------------------------------------ remote-check
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A git + DVC repository with one tracked file and local remotes of every kind checked below."""
+    root = tmp_path_factory.mktemp("remotes")
+    repo = root / "repo"
+    repo.mkdir()
+    env = venv_env(repo)
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["dvc", "init", "-q"], repo, env)
+    (repo / "data.txt").write_text("some data\n")
+    run(["dvc", "add", "-q", "data.txt"], repo, env)
+    (root / "storage").mkdir()
+    (root / "a-file").write_text("not a directory\n")
+    remotes = {"storage": root / "storage", "fresh": root / "not-yet" / "store", "afile": root / "a-file"}
+    for name, url in remotes.items():
+        run(["dvc", "remote", "add", name, str(url)], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "data and remotes"], repo, env)
+    return repo, remotes
+
+
+def test_remote_check_passes_for_a_working_local_remote(dvc_repo):
+    repo, remotes = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "storage")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"remote 'storage' ({remotes['storage']}): ok"
+
+
+def test_remote_check_passes_for_a_missing_directory_dvc_will_create(dvc_repo):
+    """A local remote whose directory does not exist yet is fine when its nearest existing parent is
+    writable: `dvc push` creates it. The check says ok, and the push then really works."""
+    repo, remotes = dvc_repo
+    target = remotes["fresh"]
+    assert not target.parent.exists()
+    proc = tinyclf(repo, "remote-check", "-r", "fresh")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"remote 'fresh' ({target}): ok"
+    assert not target.parent.exists()  # the check never writes to the remote
+    run(["dvc", "push", "-q", "-r", "fresh"], repo, venv_env(repo))
+    assert [p for p in target.rglob("*") if p.is_file()]
+
+
+def test_remote_check_names_a_remote_that_points_at_a_file(dvc_repo):
+    repo, remotes = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "afile")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"tinyclf remote-check: remote 'afile' ({remotes['afile']}): {remotes['afile']} is a file, not a directory; "
+        "fix the remote's url"]
+
+
+def test_remote_check_names_a_remote_that_is_not_configured(dvc_repo):
+    repo, _ = dvc_repo
+    proc = tinyclf(repo, "remote-check", "-r", "nope")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("tinyclf remote-check: remote 'nope' is not configured (configured: afile, fresh, storage)")

@@ -1,0 +1,82 @@
+"""Real torchrun with two gloo processes: same numbers as one process, and a failing rank fails the job.
+
+The comparison model is timm's `test_efficientnet_gn` (GroupNorm): BatchNorm statistics per rank
+(B/2 images) differ from one process's (B images) by design, which would blur a comparison that
+is meant to catch wrong sharding, padding or reduction. Mixup and EMA are off (per-rank random
+streams differ by design); augmentation is seeded per sample, so both runs see identical batches.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+import torch
+from support.helpers import REPO, run, shrunk_params, venv_env, write_params
+from support.synthetic_prepared import write_prepared
+
+from tinyclf.model.architectures import create_model
+from tinyclf.params import params_from_dict
+from tinyclf.train.recipe import seed_everything
+from tinyclf.train.run import run_training
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def stage_args(params_file, prepared, out):
+    return ["stages/train.py", "--params", str(params_file), "--data", str(prepared), "--model-out",
+            str(out / "model.pt"), "--live", str(out / "live"), "--checkpoints", str(out / "ck"), "--no-progress"]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    # 100 val images: 50 per rank, and an odd train count so a padding bug would show.
+    prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=33, val_per_class=25)
+    tree = shrunk_params(train__model="test_efficientnet_gn", train__crop="pad_crop", train__lr=0.2,
+                         train__epochs=2, train__batch_size=16, train__label_smoothing=0.1)
+    params_file = write_params(tmp_path / "params.yaml", tree)
+
+    run_training(params_from_dict(tree), prepared, tmp_path / "one" / "model.pt", tmp_path / "one" / "live",
+                 tmp_path / "one" / "ck", progress_bar=False)
+    run(TORCHRUN + stage_args(params_file, prepared, tmp_path / "two"), REPO, venv_env(REPO), timeout=300)
+
+    one = json.loads((tmp_path / "one" / "live" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "live" / "metrics.json").read_text())
+    # Exact counts (every val image once, no padded duplicates): top-1 is a ratio of integers.
+    assert two["val"]["top1"] == one["val"]["top1"]
+    assert two["val"]["top5"] == one["val"]["top5"]
+    assert two["val"]["loss"] == pytest.approx(one["val"]["loss"], rel=1e-4)
+    assert two["train"]["acc"] == one["train"]["acc"]
+    assert two["train"]["loss"] == pytest.approx(one["train"]["loss"], rel=1e-4)
+    assert json.loads((tmp_path / "two" / "live" / "run.json").read_text())["world_size"] == 2
+
+    a = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "two" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    # Summation order differs (gradient all-reduce), so float noise, nothing more.
+    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+    assert worst < 1e-3
+    # …and the weights did move: the comparison is not between two copies of the init.
+    seed_everything(tree["train"]["seed"])
+    init = create_model("test_efficientnet_gn", 4).state_dict()
+    moved = max((a[k].double() - init[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+    assert moved > 100 * worst
+
+
+def test_a_failing_rank_fails_the_whole_job_quickly(tmp_path):
+    prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=16, val_per_class=4)
+    tree = shrunk_params(train__model="test_resnet", train__crop="pad_crop", train__epochs=50)
+    params_file = write_params(tmp_path / "params.yaml", tree)
+    env = {**venv_env(REPO), "TINYCLF_FAIL_RANK": "1"}
+    start = time.monotonic()
+    proc = run(TORCHRUN + stage_args(params_file, prepared, tmp_path / "out"), REPO, env, check=False, timeout=240)
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    assert "simulated failure on rank 1" in proc.stderr
+    # Far below the collective timeout (600 s) and the 50 epochs the job was asked to run.
+    assert elapsed < 90, elapsed
+    assert not (tmp_path / "out" / "model.pt").exists()
