@@ -19,6 +19,7 @@ Everything is written into a temp directory that replaces `out_dir` only when al
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -133,8 +134,8 @@ def _write_splits(archive: Path, data: FormatData, output: SplitOutput, workers:
     """Each split's images.npy and labels.npy; the train split's pixels go into `moments`."""
     results = {}
     decodes = any(isinstance(split, MemberSplit) for split in data.splits.values())
-    # One pool serves every split, so its workers start once.
-    with DecodePool(archive, workers if decodes else 1, data.decode) as pool:
+    # One pool serves every split, so its workers start once; pixel splits need none.
+    with DecodePool(archive, workers, data.decode) if decodes else contextlib.nullcontext() as pool:
         for name in arrays.SPLITS:
             split, split_moments = data.splits[name], moments if name == "train" else None
             if isinstance(split, ArraySplit):

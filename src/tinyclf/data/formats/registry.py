@@ -99,15 +99,10 @@ def official_formats() -> tuple[DatasetFormat, ...]:
     return tuple(f for f in FORMATS if f.official is not None)
 
 
-def archive_filename(name: str) -> str:
-    """The name the download stage gives an official dataset's archive under data/raw/, whatever the
-    source. Own images keep their archive's kind: see `own_archive_filename`."""
-    return get(name).official.filename
-
-
 def own_archive_filename(source: str) -> str:
     """The name under data/raw/ of your own images fetched from `source`: images.<its archive
-    suffix>, or images.tar for a directory (which the download stage packs)."""
+    suffix>, or images.tar for a directory (which the download stage packs). An official dataset's
+    archive keeps its published name (`get(name).official.filename`), whatever the source."""
     name = source.rstrip("/").split("?")[0].lower()
     for suffix in sorted(OWN_ARCHIVE_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
