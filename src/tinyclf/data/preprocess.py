@@ -31,7 +31,7 @@ from tqdm import tqdm
 from tinyclf.data import arrays
 from tinyclf.data.decode_pool import DecodePool, SplitOutput, SplitResult, available_cores, decode_split, split_stats
 from tinyclf.data.formats import registry
-from tinyclf.data.formats.contract import ArraySplit, FormatData, MemberSplit, PrepareOptions
+from tinyclf.data.formats.contract import ArraySplit, DecodeRule, FormatData, PrepareOptions
 from tinyclf.data.images import resize_square
 from tinyclf.errors import PrepareError
 
@@ -89,12 +89,14 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
     except ValueError as exc:
         raise PrepareError(str(exc)) from None
     started = time.perf_counter()
-    with arrays.prepared_output(out_dir) as tmp:
-        data = registry.implementation(dataset).read(archive, options)
+    impl = registry.implementation(dataset)
+    rule = impl.decode_rule(options)
+    with arrays.prepared_output(out_dir) as tmp, _decode_pool(archive, options, rule) as pool:
+        data = impl.read(archive, options)  # while the decoding processes start up
         output = SplitOutput(tmp, size, len(data.classes), options.on_corrupt, options.progress,
                              fail=lambda member, reason: _member_error(archive, data.member_prefix, member, reason))
         moments = arrays.ChannelMoments()
-        results = _write_splits(archive, data, output, resolve_workers(options.workers), moments)
+        results = _write_splits(data, output, pool, moments)
         generated = is_generated(archive, fmt)
         mean, std = moments.mean_std()
         stats = {"dataset": dataset, "generated": generated, "image_size": [size, size], "mean": mean, "std": std,
@@ -129,20 +131,25 @@ def _member_error(archive: Path, prefix: str, member: str | None, reason: str) -
     return PrepareError(f"{archive}: {prefix}{member} {reason} (set preprocess.on_corrupt: skip to leave it out)")
 
 
-def _write_splits(archive: Path, data: FormatData, output: SplitOutput, workers: int,
+def _decode_pool(archive: Path, options: PrepareOptions, rule: DecodeRule | None):
+    """The pool that decodes a format's members (one for every split, so its workers start once);
+    nothing for a format whose splits are pixels already."""
+    if rule is None:
+        return contextlib.nullcontext()
+    return DecodePool(archive, resolve_workers(options.workers), rule)
+
+
+def _write_splits(data: FormatData, output: SplitOutput, pool: DecodePool | None,
                   moments: arrays.ChannelMoments) -> dict[str, SplitResult]:
     """Each split's images.npy and labels.npy; the train split's pixels go into `moments`."""
     results = {}
-    decodes = any(isinstance(split, MemberSplit) for split in data.splits.values())
-    # One pool serves every split, so its workers start once; pixel splits need none.
-    with DecodePool(archive, workers, data.decode) if decodes else contextlib.nullcontext() as pool:
-        for name in arrays.SPLITS:
-            split, split_moments = data.splits[name], moments if name == "train" else None
-            if isinstance(split, ArraySplit):
-                results[name] = _copy_pixels(name, split, output, split_moments)
-            else:
-                labels = np.asarray(split.labels, dtype=np.int64)
-                results[name] = decode_split(pool, name, split.members, labels, output, split_moments)
+    for name in arrays.SPLITS:
+        split, split_moments = data.splits[name], moments if name == "train" else None
+        if isinstance(split, ArraySplit):
+            results[name] = _copy_pixels(name, split, output, split_moments)
+        else:
+            labels = np.asarray(split.labels, dtype=np.int64)
+            results[name] = decode_split(pool, name, split.members, labels, output, split_moments)
     return results
 
 

@@ -33,6 +33,10 @@ META = "batches.meta"
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def decode_rule(options: PrepareOptions) -> None:
+    return None  # the batches are pixels already: nothing to decode
+
+
 def read(archive: Path, options: PrepareOptions) -> FormatData:
     """Class names and the train (data_batch_1..5) and val (test_batch) batches. Raises PrepareError."""
     found = read_members(archive, (META,) + TRAIN_BATCHES + VAL_BATCHES, TITLE)

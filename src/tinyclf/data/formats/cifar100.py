@@ -63,6 +63,10 @@ FINE_NAMES = tuple(sorted(name for names in SUPERCLASSES.values() for name in na
 COARSE_OF = tuple(next(i for i, names in enumerate(SUPERCLASSES.values()) if fine in names) for fine in FINE_NAMES)
 
 
+def decode_rule(options: PrepareOptions) -> None:
+    return None  # the batches are pixels already: nothing to decode
+
+
 def read(archive: Path, options: PrepareOptions) -> FormatData:
     """The 100 classes with their superclasses, and the train and test (val) images. Raises PrepareError."""
     found = read_members(archive, (META, TRAIN, TEST), TITLE)

@@ -2,6 +2,9 @@
 
 A format module (`registry.implementation(name)`) defines:
 
+    decode_rule(options: PrepareOptions) -> DecodeRule | None
+        How its archive members decode, or None when its splits are pixels already (the CIFARs).
+        Asked before `read`, so the decoding processes start up while the index is read.
     read(archive: Path, options: PrepareOptions) -> FormatData
         Index (or, for pickled pixel batches, read) the archive; raise PrepareError naming the
         archive and what is wrong. No decoding here: preprocess decodes member splits in a pool of
@@ -78,7 +81,6 @@ class FormatData:
 
     classes: list[tuple[str, str]]  # (id, readable name) in label order
     splits: dict[str, MemberSplit | ArraySplit]  # train and val
-    decode: DecodeRule | None = None  # how MemberSplit images decode
     # Class groups, when the dataset has them (CIFAR-100's superclasses): group names in index order
     # and each class's group index; classes.json records them and the report shows per-group accuracy.
     groups: list[str] | None = None

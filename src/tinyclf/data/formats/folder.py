@@ -27,8 +27,13 @@ from tinyclf.errors import PrepareError
 LISTED = 20
 
 
+def decode_rule(options: PrepareOptions) -> DecodeRule:
+    """Photos: EXIF orientation applied, made square by data.resize."""
+    return DecodeRule(fit=options.resize)
+
+
 def read(archive: Path, options: PrepareOptions) -> FormatData:
-    """The archive's classes and its train and val images (by member name), decoded as photos."""
+    """The archive's classes and its train and val images (by member name)."""
     index = read_folder_index(archive, val_fraction=options.val_fraction, split_seed=options.split_seed)
     splits = {}
     for split in arrays.SPLITS:
@@ -36,7 +41,7 @@ def read(archive: Path, options: PrepareOptions) -> FormatData:
         if not members:
             raise PrepareError(f"{archive}: no {split} images (set data.val_fraction, or add a val/ folder)")
         splits[split] = MemberSplit(members, index.labels[split])
-    return FormatData(classes=index.classes, splits=splits, decode=DecodeRule(fit=options.resize), member_prefix="",
+    return FormatData(classes=index.classes, splits=splits, member_prefix="",
                       finish=lambda results: _finish(archive, index, options, results))
 
 
