@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         from tinyclf.evaluate.run import run_evaluation
 
         result = run_evaluation(args.data, args.model, args.out, params.evaluate, progress=not args.no_progress)
-        m, s = result["metrics"], result["speed"]
-        generated = " (GENERATED data)" if m["generated"] else ""
-        print(f"evaluate: {m['num_images']} images{generated}: top-1 {m['top1'] * 100:.2f}%, "
+        m, s, run = result["metrics"], result["speed"], result["per_class"]
+        generated = " (GENERATED data)" if run["generated"] else ""
+        print(f"evaluate: {run['num_images']} images{generated}: top-1 {m['top1'] * 100:.2f}%, "
               f"top-5 {m['top5'] * 100:.2f}%, loss {m['loss']:.4f}, ECE {m['ece']:.4f}; "
               f"{s['images_per_s']} images/s on {s['device']}")
 

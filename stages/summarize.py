@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def summarize(params) -> None:
+        from tinyclf.report.inputs import Sources
         from tinyclf.report.run import write_summary
 
-        paths = write_summary(args.data, args.model, args.train, args.evaluate, args.out, params,
-                              export_parity=args.export)
+        sources = Sources(args.data, args.model, args.train, args.evaluate, args.export)
+        paths = write_summary(sources, args.out, params)
         print(f"summarize: wrote {paths['report']} and {paths['model_card']}")
 
     return run_stage("summarize", args, summarize)

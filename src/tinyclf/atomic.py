@@ -48,6 +48,7 @@ def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: str | Path, obj: Any) -> None:
-    """Stable JSON (sorted keys, 2-space indent, final newline) so unchanged data gives identical bytes."""
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(target: str | Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """Stable JSON (2-space indent, final newline) so unchanged data gives identical bytes. Keys are
+    sorted unless their order means something (a DVC metrics file: `dvc exp show` keeps it)."""
+    write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")

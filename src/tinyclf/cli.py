@@ -3,6 +3,7 @@
     tinyclf check-params [params.yaml]     validate a parameter file, one line per problem
     tinyclf info models/model.pt           what a model file holds: architecture, data, metrics source
     tinyclf predict models/model.pt a.jpg  top-5 classes of images, folders, globs (--backend onnx, --format json)
+    tinyclf compare [RUN ...]              runs side by side, best top-1 first (--format md|csv|json, --plot)
     tinyclf remote-check [-r NAME] [push]  check a DVC remote and explain what is wrong with it
     tinyclf demo models/model.onnx         a local Gradio demo of a trained model
     tinyclf space ...                      the Hugging Face Space bundle of a trained model
@@ -79,6 +80,7 @@ def _quickstart(args) -> int:
 
 # Subcommands whose module parses its own options.
 _DELEGATED = {
+    "compare": ("tinyclf.compare", "runs side by side: differing params, top-1, top-5, time, cost (best first)"),
     "remote-check": ("tinyclf.remote_check", "check a DVC remote (or run a dvc push/pull) and explain failures"),
     "demo": ("tinyclf.serve.demo", "a local Gradio demo of a trained model"),
     "space": ("tinyclf.serve.space", "write a Hugging Face Space folder (app.py, model.onnx, pinned requirements, no torch) for a trained model"),

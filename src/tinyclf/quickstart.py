@@ -147,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     out = copy_results(root, rev)
     minutes = (time.monotonic() - start) / 60
     metrics = json.loads((out / "results/evaluate/metrics.json").read_text())
+    evaluated = json.loads((out / "results/evaluate/per_class.json").read_text())
     print()
     print(f"quickstart: all six stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
-    print(f"  val top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {metrics['num_images']} images")
+    print(f"  val top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {evaluated['num_images']} images")
     print(f"  report:      {OUT_DIR}/results/summary/report.md")
     print(f"  model card:  {OUT_DIR}/results/summary/model_card.md")
-    print(f"  compare:     dvc exp show      all outputs in the workspace: dvc exp apply {EXPERIMENT}")
+    print(f"  compare:     tinyclf compare   (or dvc exp show)   its outputs in the workspace: dvc exp apply {EXPERIMENT}")
     print("  The workspace is unchanged: params.yaml is still the reference setup (dvc repro runs it).")
     return 0
 

@@ -151,8 +151,8 @@ def test_pipeline_on_generated_cifar100_reports_superclass_accuracy(tmp_path):
                           "--evaluate", out["evaluate"], "--out", out["summary"]]),
     ]:
         run([sys.executable, f"stages/{script}", *common, *map(str, args)], REPO, env, timeout=300)
-    metrics = json.loads((out["evaluate"] / "metrics.json").read_text())
-    assert metrics["num_images"] == 100 and metrics["generated"] is True
+    evaluated = json.loads((out["evaluate"] / "per_class.json").read_text())
+    assert evaluated["num_images"] == 100 and evaluated["generated"] is True
     report = (out["summary"] / "report.md").read_text()
     assert "cifar100" in report and "Per-superclass accuracy" in report
     assert "aquatic_mammals" in report and "vehicles_2" in report

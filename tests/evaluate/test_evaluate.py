@@ -58,9 +58,12 @@ def test_writes_every_output(evaluated):
         assert (evaluated / name).is_file(), name
     for name in PLOTS:
         png_size(evaluated / "plots" / name)
+    # metrics.json holds what runs are compared by, in the order `dvc exp show` shows it; the facts of
+    # the run (what was evaluated) are in per_class.json.
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    assert set(metrics) == {"top1", "top5", "loss", "mean_class_accuracy", "ece", "num_images", "generated", "tta_flip"}
-    assert metrics["generated"] is True and metrics["tta_flip"] is False
+    assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece"]
+    evaluated_facts = json.loads((evaluated / "per_class.json").read_text())
+    assert evaluated_facts["generated"] is True and evaluated_facts["tta_flip"] is False
     speed = json.loads((evaluated / "speed.json").read_text())
     assert speed["images_per_s"] > 0 and speed["seconds"] > 0 and speed["device"].startswith("cpu")
 
@@ -83,7 +86,7 @@ def test_metrics_equal_a_recount_from_predictions_csv(evaluated):
     assert all(len(t) == 4 for t in top5)  # k = min(5, classes) with 4 classes
     # The recount must not be trivial, or it could not catch a wrong metric.
     assert 0 < (pred == true).mean() < 1
-    assert metrics["num_images"] == len(rows)
+    assert json.loads((evaluated / "per_class.json").read_text())["num_images"] == len(rows)
     assert metrics["top1"] == round(float((pred == true).mean()), 6)
     assert metrics["top5"] == round(float(np.mean([t in k for t, k in zip(true, top5)])), 6)
     per_class = [(pred[true == c] == c).mean() for c in np.unique(true)]
@@ -125,7 +128,7 @@ def test_tta_flip_averages_image_and_mirror(setup, evaluated, tmp_path):
     params = params_file(tmp_path, evaluate__tta_flip=True)
     assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model_path), "--out", str(out),
                                         "--params", str(params), "--no-progress"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["tta_flip"] is True
+    assert json.loads((out / "per_class.json").read_text())["tta_flip"] is True
     plain = read_predictions(evaluated / "predictions.csv")
     tta = read_predictions(out / "predictions.csv")
     assert [r["confidence"] for r in plain] != [r["confidence"] for r in tta]
@@ -199,10 +202,11 @@ def test_200_class_plots_render(tmp_path):
     ep = params_from_dict(shrunk_params(**{"evaluate.batch_size": 200, "evaluate.misclassified_examples": 24})).evaluate
     out = tmp_path / "evaluate"
     result = run_evaluation(prepared, model, out, ep, progress=False)
-    assert result["metrics"]["num_images"] == 400
+    assert result["per_class"]["num_images"] == 400
     assert not math.isnan(result["metrics"]["loss"])
     sizes = {name: png_size(out / "plots" / name) for name in PLOTS}
     assert sizes["confusion_matrix.png"][0] >= 900  # large enough for a 200x200 heatmap
     per_class = json.loads((out / "per_class.json").read_text())
     assert len(per_class["classes"]) == 200
     assert len(per_class["confused_pairs"]) == ep.confused_pairs
+

@@ -42,9 +42,9 @@ def test_repro_runs_all_six_stages_in_order(pipeline):
 
 def test_outputs_say_the_data_is_generated(pipeline):
     repo, _, _ = pipeline
-    metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
-    assert metrics["generated"] is True
-    assert metrics["num_images"] == 4 * 8
+    evaluated = json.loads((repo / "results/evaluate/per_class.json").read_text())
+    assert evaluated["generated"] is True
+    assert evaluated["num_images"] == 4 * 8
     assert "GENERATED" in (repo / "results/summary/report.md").read_text()
 
 
@@ -116,26 +116,115 @@ def test_exp_run_reruns_only_train_evaluate_export_summarize_and_show_lists_both
     assert diff["params"]["params.yaml"]["train.lr"] == {"old": 0.2, "new": 0.01, "diff": pytest.approx(-0.19)}
 
 
-def test_queued_experiment_runs_with_queue_start(pipeline):
+def test_exp_show_only_changed_fits_120_columns(pipeline):
+    """What a user sees after one experiment (the run above): `dvc exp show --only-changed` in a
+    120-column terminal names the runs and shows the param that changed and top-1 (and top-5 when it
+    differs between the runs; --only-changed hides a column that does not), none cut to an ellipsis:
+    the compared numbers come first and nothing else is a metric."""
     repo, env, _ = pipeline
-    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], repo, env)
-    # an evaluate-only change keeps the queued run short (evaluate + summarize)
-    run(["dvc", "exp", "run", "--queue", "-n", "queued-tta", "-S", "evaluate.tta_flip=true"], repo, env)
-    run(["dvc", "queue", "start", "-j", "1"], repo, env)
-    # `dvc queue start` returns at once; the worker runs the experiment in the background.
-    deadline = time.monotonic() + 300
+    out = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], repo, {**env, "COLUMNS": "120"}).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert header[:3] == ["Experiment", "Created", "top1"] and "train.lr" in header, header
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    top5 = set()
+    for name, lr in (("lower-lr", 0.01), ("main", 0.2)):
+        row = next(line for line in lines if f"[{name}]" in line or line.split()[:1] == [name]).split()
+        metrics = next(json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
+                       for rev in _revs(shown, name))
+        top5.add(metrics["top5"])
+        assert f"{metrics['top1']:g}" in row and f"{lr:g}" in row, row
+    assert ("top5" in header) == (len(top5) > 1), header
+
+
+def _revs(shown: list, name: str) -> list[str]:
+    """The git revision of the run called `name` (an experiment, or the baseline's branch) in
+    `dvc exp show --json`."""
+    found = []
+    for entry in shown:
+        if entry.get("name") == name:
+            found.append(entry["rev"])
+        for exp in entry.get("experiments") or []:
+            found += [rev["rev"] for rev in exp.get("revs") or [] if rev.get("name") == name]
+    return found
+
+
+SWEEP = {"train.lr": [0.1, 0.3], "train.weight_decay": [0.0001, 0.0005]}
+
+
+def wait_for_queue(repo, env, count: int, timeout: float = 400) -> str:
+    """`dvc queue start` returns at once and a worker runs the queue: wait until `count` experiments
+    succeeded (a failed one fails the test with its log)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], repo, env).stdout
-        if "queued-tta" in status and re.search(r"queued-tta\s.*Success", status):
-            break
-        if re.search(r"queued-tta\s.*Failed", status):
-            logs = run(["dvc", "queue", "logs", "queued-tta"], repo, env, check=False)
+        failed = re.findall(r"^(\S+)\s.*Failed", status, re.M)
+        if failed:
+            logs = run(["dvc", "queue", "logs", failed[0]], repo, env, check=False)
             raise AssertionError(f"queued experiment failed:\n{status}\n{logs.stdout}{logs.stderr}")
+        if len(re.findall(r"\sSuccess", status)) >= count:
+            return status
         time.sleep(2)
-    else:
-        raise AssertionError(f"queued experiment did not finish:\n{status}")
-    shown = run(["dvc", "exp", "show", "--json"], repo, env).stdout
-    assert "queued-tta" in shown
+    raise AssertionError(f"queued experiments did not finish:\n{status}")
+
+
+@pytest.fixture(scope="module")
+def sweep(pipeline):
+    """README "Sweeps": a 2×2 grid queued with DVC's own syntax, run by `dvc queue start`."""
+    repo, env, _ = pipeline
+    # Back to the committed baseline (an earlier test left an experiment in the workspace).
+    run(["git", "checkout", "--", "."], repo, env)
+    run(["dvc", "checkout", "--force"], repo, env)
+    grid = [f"{key}={','.join(map(str, values))}" for key, values in SWEEP.items()]
+    queued = run(["dvc", "exp", "run", "--queue", "-S", grid[0], "-S", grid[1], "-S", "train.epochs=1"], repo, env)
+    assert queued.stdout.count("Queued experiment") == 4, queued.stdout
+    run(["dvc", "queue", "start", "-j", "1"], repo, env)
+    wait_for_queue(repo, env, 4)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    runs = {}
+    for entry in shown:
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                params = (rev.get("data") or {}).get("params", {}).get("params.yaml", {}).get("data", {})
+                if params.get("train", {}).get("epochs") == 1:
+                    runs[rev["name"]] = (rev["rev"], params["train"]["lr"], params["train"]["weight_decay"])
+    assert sorted((lr, wd) for _, lr, wd in runs.values()) == [(lr, wd) for lr in SWEEP["train.lr"]
+                                                            for wd in SWEEP["train.weight_decay"]]
+    return repo, env, runs
+
+
+def test_a_queued_grid_runs_every_combination(sweep):
+    repo, env, runs = sweep
+    for name, (rev, _, _) in runs.items():
+        metrics = json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
+        assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece"], name
+
+
+def test_compare_ranks_the_runs_by_top1_with_the_params_that_differ(sweep, tmp_path):
+    repo, env, runs = sweep
+    out = run(["tinyclf", "compare", "--format", "json"], repo, env)
+    rows = json.loads(out.stdout)
+    by_name = {row["name"]: row for row in rows}
+    assert set(runs) <= set(by_name)
+    for name, (rev, lr, wd) in runs.items():
+        metrics = json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
+        row = by_name[name]
+        assert row["metrics"]["top1"] == metrics["top1"] and row["metrics"]["top5"] == metrics["top5"], name
+        assert row["params"]["train.lr"] == lr and row["params"]["train.weight_decay"] == wd, name
+        record = json.loads(run(["git", "show", f"{rev}:results/train/run.json"], repo, env).stdout)
+        assert row["metrics"]["train_minutes"] == pytest.approx(record["train_seconds"] / 60) and record["train_seconds"] > 0
+        assert row["metrics"]["images_per_s"] == record["images_per_s"] and row["metrics"]["cost_usd"] is None
+    assert [row["metrics"]["top1"] for row in rows] == sorted((row["metrics"]["top1"] for row in rows), reverse=True)
+    table = run(["tinyclf", "compare", *runs], repo, env).stdout.splitlines()
+    assert table[0].split()[:3] == ["run", "train.lr", "train.weight_decay"] and len(table) == 2 + len(runs)
+    png, page = tmp_path / "compare.png", tmp_path / "compare.html"
+    run(["tinyclf", "compare", "--plot", str(png)], repo, env)
+    run(["tinyclf", "compare", "--format", "md", "--plot", str(page)], repo, env)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(name in page.read_text() for name in runs) and "data:image/png;base64," in page.read_text()
+    missing = run(["tinyclf", "compare", "no-such-run"], repo, env, check=False)
+    assert missing.returncode == 1 and "no run with metrics named 'no-such-run'" in missing.stderr
 
 
 def test_plots_show_renders_training_curves_and_evaluation_plots(pipeline):

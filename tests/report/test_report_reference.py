@@ -14,7 +14,7 @@ from tinyclf.params import params_from_dict
 from tinyclf.report import reference
 from tinyclf.report.card import render_model_card
 from tinyclf.report.facts import cost_text
-from tinyclf.report.inputs import read_inputs
+from tinyclf.report.inputs import Sources, read_inputs
 from tinyclf.report.reference import Reference, reference_verdict
 from tinyclf.report.run import render_report
 
@@ -32,10 +32,11 @@ TODAY = ("70%", "Tiny ImageNet", "ResNet-50", "50 min", "A40", "$1.20")
 
 
 def render(pipeline: dict, **change) -> str:
-    inputs = read_inputs(pipeline["prepared"], pipeline["model"], pipeline["train"], pipeline["evaluate"],
-                         params_from_dict(shrunk_params(train__lr=0.05)))
+    sources = Sources(pipeline["prepared"], pipeline["model"], pipeline["train"], pipeline["evaluate"])
+    inputs = read_inputs(sources, params_from_dict(shrunk_params(train__lr=0.05)))
     inputs.classes = {**inputs.classes, **change.get("classes", {})}
     inputs.metrics = {**inputs.metrics, **change.get("metrics", {})}
+    inputs.per_class = {**inputs.per_class, **change.get("per_class", {})}
     return render_report(inputs, "plots") + render_model_card(inputs)
 
 
@@ -50,7 +51,7 @@ def test_changing_the_reference_changes_every_sentence(pipeline, monkeypatch):
     monkeypatch.setattr(reference, "REFERENCE", OTHER)
     # A real run on the other reference's dataset: comparable, so every verdict is a number.
     texts = render(pipeline, classes={"dataset": "cifar10", "generated": False},
-                   metrics={"top1": 0.9, "generated": False})
+                   metrics={"top1": 0.9}, per_class={"generated": False})
     for fact in TODAY:
         assert fact not in texts, fact
     verdict = "beats the reference 81.25% top-1 by 8.75 points"
@@ -73,7 +74,7 @@ def test_changing_the_reference_changes_every_sentence(pipeline, monkeypatch):
 ])
 def test_runs_off_the_reference_dataset_say_so_in_its_terms(pipeline, monkeypatch, dataset, generated, note):
     monkeypatch.setattr(reference, "REFERENCE", OTHER)
-    texts = render(pipeline, classes={"dataset": dataset, "generated": generated}, metrics={"generated": generated})
+    texts = render(pipeline, classes={"dataset": dataset, "generated": generated}, per_class={"generated": generated})
     for fact in TODAY:
         assert fact not in texts, fact
     assert note in texts and "cannot be compared with the reference 81.25% top-1" in texts

@@ -359,7 +359,7 @@ def test_loader_workers_change_nothing_in_training_or_evaluation(tmp_path, prepa
         run_evaluation(prepared, main.out / "model.pt", out, ep, progress=False)
         outputs[n] = {name: (out / name).read_bytes() for name in ("metrics.json", "predictions.csv", "per_class.json")}
     assert outputs[2] == outputs[0]
-    assert json.loads(outputs[0]["metrics.json"])["num_images"] == 16
+    assert json.loads(outputs[0]["per_class.json"])["num_images"] == 16
 
 
 # ------------------------------------------------------------------------------ 7. bf16

@@ -73,14 +73,14 @@ def summarize_predictions(pred: Predictions, num_classes: int, *, ece_bins: int)
     counts = confusion.sum(axis=1)
     seen = counts > 0
     class_acc = np.diag(confusion)[seen] / counts[seen]
+    # What runs are compared by, in the order `dvc exp show` shows them (its columns follow the file).
     metrics = {
         "top1": _round(correct.mean()),
         # k = min(5, classes): with fewer than 5 classes this is top-C, i.e. 1.0.
         "top5": _round(in_topk.mean()),
-        "loss": _round(loss),
         "mean_class_accuracy": _round(class_acc.mean()),
+        "loss": _round(loss),
         "ece": _round(expected_calibration_error(confidence, correct.astype(np.float64), ece_bins)),
-        "num_images": int(len(labels)),
     }
     return Summary(topk=topk, confidence=confidence, confusion=confusion, metrics=metrics)
 

@@ -3,11 +3,12 @@
 Every validation image is seen exactly once (a sequential sampler, no drop_last, one process), so
 the numbers are exact. Outputs (docs/architecture.md):
 
-- metrics.json     top1, top5, loss, mean_class_accuracy, ece, num_images, generated, tta_flip —
-                   rounded and free of timing, so the same model and data give the same bytes
+- metrics.json     top1, top5, mean_class_accuracy, loss, ece — what runs are compared by (the
+                   DVC metric), rounded and free of timing: the same model and data give the same bytes
 - speed.json       images_per_s, seconds, device — timing lives apart from metrics.json
 - predictions.csv  index,true,predicted,top5,confidence — enough to recount every metric
-- per_class.json   per-class count/correct/accuracy with ids and names, and the confused pairs
+- per_class.json   what was evaluated (dataset, generated, num_images, tta_flip), per-class
+                   count/correct/accuracy with ids and names, and the confused pairs
 - plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png
 """
 
@@ -147,7 +148,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     pred = predict(model, loader, to_input, tta_flip=evaluate_params.tta_flip, device=device, progress=progress)
     num_classes = len(classes["classes"])
     summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)
-    metrics = {**summary.metrics, "generated": bool(classes["generated"]), "tta_flip": bool(evaluate_params.tta_flip)}
+    metrics = summary.metrics
     speed = {
         "images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
         "seconds": round(pred.seconds, 3),
@@ -156,8 +157,12 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     names = [c["name"] for c in classes["classes"]]
     pairs = most_confused_pairs(summary.confusion, evaluate_params.confused_pairs)
     per_class = {
+        # What was evaluated: facts of the run, kept out of metrics.json, which holds only what runs
+        # are compared by.
         "dataset": classes["dataset"],
         "generated": bool(classes["generated"]),
+        "num_images": int(len(pred.labels)),
+        "tta_flip": bool(evaluate_params.tta_flip),
         "classes": per_class_table(summary.confusion, classes["classes"]),
         "confused_pairs": [{**p, "true_name": names[p["true"]], "predicted_name": names[p["predicted"]]}
                            for p in pairs],
@@ -167,8 +172,8 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     atomic.write_json(out_dir / "per_class.json", per_class)
     _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, evaluate_params.misclassified_examples)
     atomic.write_json(out_dir / "speed.json", speed)
-    atomic.write_json(out_dir / "metrics.json", metrics)
-    return {"metrics": metrics, "speed": speed}
+    atomic.write_json(out_dir / "metrics.json", metrics, sort_keys=False)
+    return {"metrics": metrics, "speed": speed, "per_class": per_class}
 
 
 def _write_plots(plot_dir: Path, summary: Summary, labels: np.ndarray, pairs: list[dict], names: list[str],

@@ -76,8 +76,8 @@ def _metrics(inputs: Inputs) -> list[str]:
     lines = [
         "## Metrics",
         "",
-        f"On all {m['num_images']:,} validation images"
-        + (" (with flip test-time augmentation)" if m.get("tta_flip") else "") + ":",
+        f"On all {inputs.per_class['num_images']:,} validation images"
+        + (" (with flip test-time augmentation)" if inputs.per_class.get("tta_flip") else "") + ":",
         "",
         metrics_table(m),
         "",

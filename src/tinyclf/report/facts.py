@@ -83,6 +83,14 @@ def export_text(parity: dict) -> str:
             f"{parity['top1_agreement']:.2%}")
 
 
+def cost_usd(run: dict | None, price_per_gpu_hour: float) -> float | None:
+    """What the run cost in USD: its GPU-hours at the price; None on a CPU or without a price."""
+    hours = (run or {}).get("gpu_hours")
+    if hours is None or not price_per_gpu_hour:
+        return None
+    return round(hours * price_per_gpu_hour, 2)
+
+
 def cost_text(run: dict | None, price_per_gpu_hour: float) -> str:
     """What the run cost, next to the reference's; "n/a" on a CPU or without a price."""
     hours = (run or {}).get("gpu_hours")
@@ -91,7 +99,7 @@ def cost_text(run: dict | None, price_per_gpu_hour: float) -> str:
     if not price_per_gpu_hour:
         return (f"{hours:.2f} GPU-hours; price n/a (set summarize.price_per_gpu_hour); "
                 f"reference: {reference_cost_text()}")
-    return (f"${hours * price_per_gpu_hour:,.2f} ({hours:.2f} GPU-hours at ${price_per_gpu_hour:g} each); "
+    return (f"${cost_usd(run, price_per_gpu_hour):,.2f} ({hours:.2f} GPU-hours at ${price_per_gpu_hour:g} each); "
             f"reference: {reference_cost_text()}")
 
 

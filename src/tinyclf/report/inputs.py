@@ -27,6 +27,23 @@ class ReportError(TinyclfError, ValueError):
     """An input the report needs is missing or unreadable; the message names the file."""
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where the earlier stages' outputs are (the summarize stage's paths in dvc.yaml)."""
+
+    prepared: Path  # data/prepared
+    model: Path  # models/model.pt
+    train: Path  # results/train: DVCLive and run.json
+    evaluate: Path  # results/evaluate
+    export: Path | None = None  # results/export/parity.json, when the export stage ran
+
+    def __post_init__(self):
+        for name in ("prepared", "model", "train", "evaluate", "export"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
+
 @dataclass
 class Inputs:
     """Everything the report is made of, read once."""
@@ -45,13 +62,12 @@ class Inputs:
     export: dict | None = None  # results/export/parity.json, when the export stage ran
 
 
-def read_inputs(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
-                evaluate_dir: str | Path, params: Params, export_parity: str | Path | None = None) -> Inputs:
+def read_inputs(sources: Sources, params: Params) -> Inputs:
     """Read and check every input; raises ReportError / PreparedDataError / ModelFileError naming the file."""
-    prepared_dir, train_dir, evaluate_dir = Path(prepared_dir), Path(train_dir), Path(evaluate_dir)
+    prepared_dir, train_dir, evaluate_dir = sources.prepared, sources.train, sources.evaluate
     classes = arrays.load_classes(prepared_dir)
     stats = arrays.load_stats(prepared_dir)
-    model, meta = load_model_file(model_path)
+    model, meta = load_model_file(sources.model)
     table = model_table(model, int(meta["image_size"]))
     if not train_dir.is_dir():
         raise ReportError(f"{train_dir}: missing (the train stage's DVCLive directory)")
@@ -64,7 +80,7 @@ def read_inputs(prepared_dir: str | Path, model_path: str | Path, train_dir: str
     per_class_path = evaluate_dir / "per_class.json"
     per_class = _read_json(per_class_path, "the evaluate stage's per-class accuracy")
     _check_groups(classes, prepared_dir / arrays.CLASSES_FILE, per_class, per_class_path)
-    export = None if export_parity is None else _read_json(Path(export_parity), "the export stage's parity figures")
+    export = None if sources.export is None else _read_json(sources.export, "the export stage's parity figures")
     return Inputs(params=params, classes=classes, stats=stats, meta=meta, table=table,
                   train_summary=train_summary, series=read_dvclive_series(train_dir), run=run,
                   metrics=metrics, speed=speed, per_class=per_class, export=export)

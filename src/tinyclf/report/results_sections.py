@@ -17,12 +17,13 @@ FIGURES = (("Per-class accuracy", "per_class_accuracy.png"), ("Most confused pai
 def results_section(inputs: Inputs, plots_rel: str) -> str:
     """Metrics, the verdict against the reference, and the evaluate stage's figures (under `plots_rel`)."""
     m, classes = inputs.metrics, inputs.classes
-    note = comparability_note(classes["dataset"], bool(m.get("generated", classes["generated"])))
-    tta = "with horizontal-flip test-time augmentation" if m.get("tta_flip") else "without test-time augmentation"
+    evaluated = inputs.per_class  # what was evaluated: num_images, tta_flip, generated
+    note = comparability_note(classes["dataset"], bool(evaluated.get("generated", classes["generated"])))
+    tta = "with horizontal-flip test-time augmentation" if evaluated.get("tta_flip") else "without test-time augmentation"
     lines = [
         "## Results",
         "",
-        f"Evaluated on all {m['num_images']:,} validation images, {tta}.",
+        f"Evaluated on all {evaluated['num_images']:,} validation images, {tta}.",
         "",
         metrics_table(m, num_classes=len(classes["classes"])),
         "",

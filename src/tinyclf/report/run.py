@@ -17,7 +17,7 @@ from tinyclf.params import Params
 from tinyclf.report.card import render_model_card
 from tinyclf.report.dataset_section import dataset_section
 from tinyclf.report.facts import imbalance_warning
-from tinyclf.report.inputs import Inputs, epochs_from_steps, read_inputs
+from tinyclf.report.inputs import Inputs, Sources, epochs_from_steps, read_inputs
 from tinyclf.report.markdown import pct
 from tinyclf.report.model_sections import CURVES_FILE, model_section, params_section, training_section
 from tinyclf.report.reference import comparability_note, generated_banner, is_reference_dataset, reference_verdict
@@ -25,15 +25,12 @@ from tinyclf.report.results_sections import highlights_section, results_section,
 from tinyclf.report.timing_sections import environment_section, timing_section
 
 
-def write_summary(prepared_dir: str | Path, model_path: str | Path, train_dir: str | Path,
-                  evaluate_dir: str | Path, out_dir: str | Path, params: Params,
-                  export_parity: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, model_card.md and the training-curves figure under `out_dir`; returns their paths.
-    `export_parity`: the export stage's parity.json, reported when given."""
-    inputs = read_inputs(prepared_dir, model_path, train_dir, evaluate_dir, params, export_parity)
+def write_summary(sources: Sources, out_dir: str | Path, params: Params) -> dict[str, Path]:
+    """Write report.md, model_card.md and the training-curves figure under `out_dir`; returns their paths."""
+    inputs = read_inputs(sources, params)
     out_dir = Path(out_dir)
     # Figures are linked relative to the report, so the report reads the same wherever the repo lives.
-    plots_rel = Path(os.path.relpath(Path(evaluate_dir).resolve() / "plots", out_dir.resolve())).as_posix()
+    plots_rel = Path(os.path.relpath(sources.evaluate.resolve() / "plots", out_dir.resolve())).as_posix()
     curves = {name: (epochs_from_steps(steps), values) for name, (steps, values) in inputs.series.items()}
     paths = {"report": out_dir / "report.md", "model_card": out_dir / "model_card.md", "curves": out_dir / CURVES_FILE}
     plots.save_png(plots.training_curves(curves), paths["curves"])
@@ -73,7 +70,7 @@ def _head(inputs: Inputs) -> list[str]:
     dataset = " (generated data)." if generated else ("." if is_reference_dataset(classes["dataset"])
                                                       else f" ({classes['dataset']}).")
     head += [
-        f"**Top-1 {pct(m['top1'])}**, top-5 {pct(m['top5'])} on {m['num_images']:,} validation images — "
+        f"**Top-1 {pct(m['top1'])}**, top-5 {pct(m['top5'])} on {inputs.per_class['num_images']:,} validation images — "
         f"{reference_verdict(m['top1'], comparability_note(classes['dataset'], generated) is None)}{dataset}",
         "",
         "",

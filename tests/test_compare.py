@@ -1,0 +1,71 @@
+"""`tinyclf compare`'s table: which params it shows, the order, every format, the figure.
+
+The runs here are built directly (what `collect_runs` reads from DVC); reading real experiments
+through DVC, a queued grid and the command line are tested on a real repository in
+pipeline/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from tinyclf.compare import Run, _without_unchanged_workspace, compare, render
+from tinyclf.compare_plot import write_plot
+
+
+def run_of(name: str, top1: float, lr: float, wd: float = 5e-4, minutes: float | None = 1.5,
+           cost: float | None = None) -> Run:
+    params = {"train.lr": lr, "train.weight_decay": wd, "train.epochs": 2, "data.dataset": "cifar10"}
+    metrics = {"top1": top1, "top5": min(1.0, top1 + 0.2), "train_minutes": minutes, "images_per_s": 300.0,
+               "cost_usd": cost}
+    return Run(name, f"rev-{name}", params, metrics)
+
+
+def test_best_top1_first_with_only_the_params_that_differ():
+    runs = compare([run_of("a", 0.61, 0.1), run_of("b", 0.70, 0.2), run_of("c", 0.65, 0.2, wd=1e-4)])
+    assert [r.name for r in runs] == ["b", "c", "a"]
+    assert [list(r.differing) for r in runs] == [["train.lr", "train.weight_decay"]] * 3
+    table = render(runs, "table").splitlines()
+    assert table[0].split() == ["run", "train.lr", "train.weight_decay", "top-1", "top-5", "train", "min",
+                                "images/s", "cost"]
+    assert table[2].split()[:4] == ["b", "0.2", "0.0005", "70.00%"]
+    assert len({len(line) for line in table}) == 1  # aligned columns
+
+
+def test_every_format_holds_the_same_rows():
+    runs = compare([run_of("slow", 0.7, 0.1, minutes=None), run_of("paid", 0.6, 0.2, cost=12.5)])
+    rows = json.loads(render(runs, "json"))
+    assert [(r["name"], r["params"], r["metrics"]["top1"], r["metrics"]["cost_usd"]) for r in rows] == [
+        ("slow", {"train.lr": 0.1}, 0.7, None), ("paid", {"train.lr": 0.2}, 0.6, 12.5)]
+    parsed = list(csv.DictReader(io.StringIO(render(runs, "csv"))))
+    assert [(r["run"], r["train.lr"], r["top1"]) for r in parsed] == [("slow", "0.1", "0.7"), ("paid", "0.2", "0.6")]
+    md = render(runs, "md").splitlines()
+    assert md[0] == "| run | train.lr | top-1 | top-5 | train min | images/s | cost |"
+    assert md[2] == "| slow | 0.1 | 70.00% | 90.00% | — | 300 | — |"  # unknown time and cost: a dash
+    assert md[3].endswith("| $12.50 |")
+
+
+def test_one_run_or_identical_params_show_no_param_column():
+    runs = compare([run_of("only", 0.5, 0.1)])
+    assert runs[0].differing == {} and render(runs, "md").splitlines()[0].startswith("| run | top-1 |")
+
+
+def test_the_workspace_is_left_out_when_it_repeats_a_run():
+    committed, workspace = run_of("main", 0.6, 0.1), run_of("workspace", 0.6, 0.1)
+    workspace.rev = "workspace"
+    assert [r.name for r in _without_unchanged_workspace([workspace, committed])] == ["main"]
+    changed = run_of("workspace", 0.62, 0.3)
+    changed.rev = "workspace"
+    assert [r.name for r in _without_unchanged_workspace([changed, committed])] == ["workspace", "main"]
+
+
+def test_the_figure_as_png_and_as_a_page(tmp_path):
+    runs = compare([run_of("a", 0.61, 0.1), run_of("b", 0.70, 0.2, minutes=None)])
+    histories = {"a": ([1, 2], [0.4, 0.61]), "b": ([1, 2, 3], [0.3, 0.6, 0.7])}
+    write_plot(tmp_path / "c.png", runs, histories)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    write_plot(tmp_path / "c.html", runs, histories)
+    page = (tmp_path / "c.html").read_text()
+    assert "<th>train.lr</th>" in page and "<td>70.00%</td>" in page and "data:image/png;base64," in page
