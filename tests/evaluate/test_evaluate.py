@@ -210,3 +210,28 @@ def test_200_class_plots_render(tmp_path):
     assert len(per_class["classes"]) == 200
     assert len(per_class["confused_pairs"]) == ep.confused_pairs
 
+
+def test_the_model_runs_in_the_memory_format_it_was_trained_in(setup, evaluated, tmp_path, monkeypatch):
+    """channels_last on every device (the faster format here, docs/benchmarks.md) unless the model was
+    trained with train.channels_last false; the format changes no prediction, only last digits."""
+    from tinyclf.evaluate import run as evaluate_run
+
+    _, prepared, _, _ = setup
+    formats = []
+    predict = evaluate_run.predict
+    monkeypatch.setattr(evaluate_run, "predict",
+                        lambda model, loader, to_input, **kw: formats.append(to_input.channels_last)
+                        or predict(model, loader, to_input, **kw))
+    ep = params_from_dict(shrunk_params()).evaluate
+    outputs = {}
+    for channels_last in (True, False):
+        params = params_from_dict(shrunk_params(train__channels_last=channels_last))
+        model = make_model_file(tmp_path / f"model-{channels_last}.pt", params=params)  # the same weights (seed 0)
+        outputs[channels_last] = run_evaluation(prepared, model, tmp_path / f"out-{channels_last}", ep,
+                                                progress=False)["metrics"]
+    assert formats == [True, False]
+    predicted = {cl: [r["predicted"] for r in read_predictions(tmp_path / f"out-{cl}" / "predictions.csv")]
+                 for cl in (True, False)}
+    assert predicted[True] == predicted[False]
+    assert outputs[True]["loss"] == pytest.approx(outputs[False]["loss"], abs=1e-5)
+    assert outputs[True]["top1"] == outputs[False]["top1"]

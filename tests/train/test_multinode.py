@@ -88,8 +88,10 @@ def describe(procs: list[subprocess.CompletedProcess]) -> str:
 
 
 def test_two_nodes_match_one_process_and_only_rank_0_writes(tmp_path):
+    # The workers backend, as when auto picked it on a CPU (why: train/test_ddp.py, the same run).
     tree = shrunk_params(train__model="test_efficientnet_gn", train__crop="pad_crop", train__lr=0.2,
-                         train__epochs=2, train__batch_size=16, train__label_smoothing=0.1)
+                         train__epochs=2, train__batch_size=16, train__label_smoothing=0.1,
+                         train__aug_backend="workers")
     nodes = []
     for i in range(2):
         node = tmp_path / f"node{i}"

@@ -72,8 +72,9 @@ def test_short_run_learns_and_writes_every_output(tmp_path, prepared):
     run_info = json.loads((live / "run.json").read_text())
     assert run_info["world_size"] == 1 and run_info["precision"] == "fp32" and run_info["images_per_s"] > 0
     assert run_info["train_images"] == 3 * 8 * 16
-    # No GPU, no GPU-hours or MFU: "n/a" (None), never a made-up zero.
-    assert run_info["gpu_hours"] is None and run_info["mfu"] is None and run_info["aug_backend"] == "workers"
+    # No GPU, no GPU-hours or MFU: "n/a" (None), never a made-up zero. train.aug_backend: auto picks
+    # the device backend on a CPU too (no albumentations policy).
+    assert run_info["gpu_hours"] is None and run_info["mfu"] is None and run_info["aug_backend"] == "device"
 
     # The finished checkpoint stays but is marked complete, so a new run starts fresh.
     state = checkpoint.load(tmp_path / "ck" / "last.pt")

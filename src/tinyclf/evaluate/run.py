@@ -77,7 +77,7 @@ def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple
         )
 
 
-def _in_order(dataset, evaluate_params: EvaluateParams, device: torch.device) -> DataLoader:
+def in_order(dataset, evaluate_params: EvaluateParams, device: torch.device) -> DataLoader:
     """Every image of `dataset` exactly once, in order (sequential sampler, no drop_last); the
     workers end with the one pass."""
     speed = LoaderSpeed(workers=evaluate_params.workers, prefetch_factor=2, pin_memory=device.type == "cuda",
@@ -122,6 +122,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def runs_channels_last(meta: dict) -> bool:
+    """Whether evaluation runs the model channels_last: as it was trained (`train.channels_last` in
+    the model file's params, true by default), on every device.
+
+    A rule, not a timing taken at run time, so the same model, device and data give the same
+    metrics.json bytes. On 2 CPU cores (docs/benchmarks.md, "A CPU run at the CPU's speed")
+    channels_last is the faster format at the stage's batch of 256 for both model families (timm
+    resnet18 at 32 px 1.14x, tiny_resnet50 at 64 px 1.45x); it is the GPU path's format too, and
+    the one training's own validation ran in. (Below batch 64, resnet18 at 32 px is faster
+    contiguous there.)
+    """
+    return bool(meta.get("params", {}).get("train", {}).get("channels_last", True))
+
+
 def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path,
                    evaluate_params: EvaluateParams, *, device: torch.device | None = None,
                    progress: bool = True) -> dict:
@@ -143,8 +157,8 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     # Deterministic kernels: the same model and data give the same metrics.json bytes.
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    loader = _in_order(PreparedDataset(prepared_dir, SPLIT), evaluate_params, device)
-    to_input = ModelInput(meta["mean"], meta["std"], channels_last=device.type == "cuda")
+    loader = in_order(PreparedDataset(prepared_dir, SPLIT), evaluate_params, device)
+    to_input = ModelInput(meta["mean"], meta["std"], channels_last=runs_channels_last(meta))
     pred = predict(model, loader, to_input, tta_flip=evaluate_params.tta_flip, device=device, progress=progress)
     num_classes = len(classes["classes"])
     summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)

@@ -10,7 +10,10 @@ scheduler, loss and mixup (the per-batch input path on the device is `tinyclf.au
   of each (mixed) target, i.e. the image's own label unless mixing made another one heavier.
 - Random erasing (pixel mode) on the normalized batch, before mixing: timm's for the workers
   backend, `augment.device.random_erasing` (per sample) for the device backend.
-- `aug_backend: auto` is the device backend on CUDA and the workers backend elsewhere;
+- `aug_backend: auto` is the device backend on CUDA and on a CPU alike (on 2 CPU cores, real Tiny
+  ImageNet, resnet18 at batch 256 trains at 1.00x a bare loop with it and 0.94x with the workers
+  backend, whose processes compete with the model for the cores: docs/benchmarks.md), unless
+  `policy` asks for an albumentations policy, which only the workers backend runs;
   `compile: auto` compiles on CUDA only.
 """
 
@@ -134,10 +137,13 @@ def build_loss_and_mixup(train_params, num_classes: int):
 
 
 def resolve_aug_backend(train_params, device: torch.device) -> str:
-    """train.aug_backend: auto -> device on CUDA (unless an albumentations policy needs workers), else workers."""
+    """train.aug_backend: auto -> device on any device, workers when an albumentations policy needs them.
+
+    `device` does not decide: the device backend is the faster one on CUDA and on a CPU alike (on a
+    CPU it needs no worker processes competing with the training threads for the cores)."""
     if train_params.aug_backend != "auto":
         return train_params.aug_backend
-    return "device" if device.type == "cuda" and train_params.policy == "none" else "workers"
+    return "device" if train_params.policy == "none" else "workers"
 
 
 def resolve_compile(train_params, device: torch.device) -> bool:
