@@ -63,8 +63,12 @@ def collect_runs(repo: str | Path = ".", names: list[str] | None = None) -> tupl
     import dvc.api
 
     from tinyclf.params import Params
+    from tinyclf.report.markdown import flatten
 
-    param_keys = list(_flatten(Params().to_dict()))
+    param_keys = list(flatten(Params().to_dict()))  # the dotted names dvc exp show gives params
+    if not (Path(repo) / "dvc.yaml").is_file():
+        raise CompareError(f"{Path(repo).resolve()}: not a tinyclf repository (no dvc.yaml); run it from the "
+                           "repository root or give --repo")
     runs, notes = [], []
     for row in dvc.api.exp_show(repo=str(repo)):
         name = row.get("Experiment") or row.get("rev")
@@ -124,16 +128,6 @@ def _without_unchanged_workspace(runs: list[Run]) -> list[Run]:
 def _value(row: dict, key: str, path: str) -> Any:
     value = row.get(key, row.get(f"{path}:{key}"))
     return None if value in ("-", "!") else value
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def compare(runs: list[Run]) -> list[Run]:
