@@ -69,3 +69,20 @@ def test_the_figure_as_png_and_as_a_page(tmp_path):
     write_plot(tmp_path / "c.html", runs, histories)
     page = (tmp_path / "c.html").read_text()
     assert "<th>train.lr</th>" in page and "<td>70.00%</td>" in page and "data:image/png;base64," in page
+
+
+def test_outside_a_repository_one_line_names_the_folder(tmp_path, capsys):
+    from tinyclf.compare import main
+
+    assert main(["--repo", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tinyclf compare: {tmp_path.resolve()}: not a tinyclf repository (no dvc.yaml); run it from "
+                   "the repository root or give --repo"]
+
+
+def test_a_plot_that_is_neither_png_nor_html_is_refused_before_reading_runs(tmp_path, capsys):
+    from tinyclf.compare import main
+
+    assert main(["--repo", str(tmp_path), "--plot", str(tmp_path / "compare.svg")]) != 0
+    assert capsys.readouterr().err.strip() == f"tinyclf compare: {tmp_path / 'compare.svg'}: --plot writes a .png or an .html file"
+    assert not (tmp_path / "compare.svg").exists()
