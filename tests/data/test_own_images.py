@@ -202,6 +202,15 @@ def test_a_wrong_md5_or_a_file_that_is_no_archive_keeps_nothing(photos, tmp_path
     (own_images.empty_class_folder, "holds no images"),
     (own_images.val_class_missing_from_train, "is a class that train/ does not have"),
     (own_images.only_one_class, "fewer than two class folders"),
+    # The user added train/lemon/ to a folder of class folders: say so, rather than "only 'lemon'".
+    (own_images.train_folder_beside_class_folders,
+     r"mixes two layouts, a train/ split folder \(only \w+\) and 11 top-level class folders \(\w+, \w+, \w+, …\) "
+     r"that are ignored beside it: use either <root>/<class>/… or <root>/train/<class>/… \[\+ val/<class>/…\], "
+     r"not both"),
+    # val/ split off with the training classes left at the top: val must not become a class.
+    (own_images.val_folder_beside_class_folders,
+     r"has a val/ split folder but no train/ beside 4 top-level folder\(s\) \(\w+, \w+, \w+, …\): move the "
+     r"training class folders into train/ \(<root>/train/<class>/… \+ val/<class>/…\), or rename val/ if it is a class"),
 ])
 def test_a_broken_layout_is_refused_naming_the_folder(builder, message, tmp_path, real_subset):
     bad = builder(tmp_path / "bad", real_subset)
@@ -223,6 +232,36 @@ def test_a_bad_image_fails_naming_it_or_is_skipped_and_counted(builder, tmp_path
     _, summary = download_and_prepare(bad.root, tmp_path, name="skip", on_corrupt="skip")
     skipped = summary.stats["splits"]["train"]["skipped"] + summary.stats["splits"]["val"]["skipped"]
     assert [s.endswith(bad.names[0]) for s in skipped] == [True]
+
+
+def test_gifs_in_a_class_folder_are_trained_on_their_first_frame(tmp_path, real_subset):
+    """An animated GIF is one image, its first frame (what OpenCV decodes); a still GIF is an image too."""
+    spec = own_images.build_photo_folder(tmp_path / "gifs", real_subset, classes=2, train_per_class=4,
+                                         val_per_class=3, names_file=None, variety=False)
+    frames = [Image.open(spec.root / rel).convert("RGB") for rel, _ in spec.splits["val"]
+              if Image.open(spec.root / rel).mode == "RGB"][:3]  # real photos not among the train ones
+    folder = spec.root / "train" / spec.class_dirs[0]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    frames[2].save(folder / "still.GIF")
+    assert Image.open(folder / "animated.gif").n_frames == 3 and not Image.open(folder / "still.GIF").is_animated
+    archive, summary = download_and_prepare(spec.root, tmp_path)
+    train = summary.stats["splits"]["train"]
+    assert train["count"] == spec.counts["train"] + 2 and train["skipped"] == []
+    assert summary.stats["folder"]["not_images"]["count"] == 0
+    assert train["converted"]["palette"] == 2  # GIF stores a palette: counted like a palette PNG
+    names = [e.name for e in read_folder_index(archive, val_fraction=0.2, split_seed=0).members["train"]]
+    images = np.load(archive.parent.parent / "prepared" / "train" / "images.npy")
+
+    def as_prepared(gif_name: str, frame: int) -> np.ndarray:  # PIL's reading of that frame, made square
+        with Image.open(folder / gif_name) as gif:
+            gif.seek(frame)
+            return image_files.fit_square(np.asarray(gif.convert("RGB")), SIZE, "center_crop").astype(int)
+
+    animated = images[names.index(f"train/{spec.class_dirs[0]}/animated.gif")].astype(int)
+    assert np.abs(animated - as_prepared("animated.gif", 0)).max() <= 1
+    assert np.abs(animated - as_prepared("animated.gif", 1)).mean() > 20  # not another frame
+    still = images[names.index(f"train/{spec.class_dirs[0]}/still.GIF")].astype(int)
+    assert np.abs(still - as_prepared("still.GIF", 0)).max() <= 1
 
 
 def test_a_bomb_is_refused_from_its_header(tmp_path, real_subset):

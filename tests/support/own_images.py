@@ -11,7 +11,7 @@ subset itself) and say exactly what they wrote, so a test compares what the load
   (<class>), with all the variety above (or, `variety=False`, plain JPEGs only).
 - `pack_zip`, `pack_tar`, `pack_tar_gz`: deterministic archives of a folder, with or without one
   wrapping top-level directory (users zip the folder itself).
-- bad-input builders (`empty_class_folder` … `text_as_image`): a small valid folder plus one
+- bad-input builders (`empty_class_folder` … `train_folder_beside_class_folders`): a small valid folder plus one
   defect, returned as `BadInput(root, names, problem, spec)`: `names` are what the error must name.
 - `jpeg_bomb`: a valid JPEG that promises 20000x20000 pixels in 1.6 MB (bombs.py has the PNG and TIFF ones).
 
@@ -623,8 +623,33 @@ def text_as_image(root, subset_zip) -> BadInput:
     return BadInput(spec.root, (rel,), "a text file with an image extension", spec)
 
 
+def train_folder_beside_class_folders(root, subset_zip) -> BadInput:
+    """Eleven class folders at the top (<class>/…, 2 JPEGs each) and train/<class>/ holding a twelfth:
+    the two layouts mixed, as when a user adds train/lemon/ to a folder of class folders. names: the
+    train class, then the first three top-level ones (all must be named)."""
+    spec = build_photo_folder(root, subset_zip, classes=12, train_per_class=2, val_per_class=0, layout="flat",
+                              names_file=None, variety=False)
+    moved = spec.class_dirs[-1]
+    (spec.root / "train").mkdir()
+    (spec.root / moved).rename(spec.root / "train" / moved)
+    return BadInput(spec.root, (moved, *spec.class_dirs[:3]), "train/<class>/ beside 11 top-level class folders", spec)
+
+
+def val_folder_beside_class_folders(root, subset_zip) -> BadInput:
+    """val/<class>/… split off, the training class folders left at the top (no train/): without
+    a refusal val would be a class. names: val, then the first three top-level class folders."""
+    spec = build_photo_folder(root, subset_zip, classes=4, train_per_class=2, val_per_class=0, layout="flat",
+                              names_file=None, variety=False)
+    for cls in spec.class_dirs:
+        (spec.root / "val" / cls).mkdir(parents=True)
+        first = sorted((spec.root / cls).iterdir())[0]
+        first.rename(spec.root / "val" / cls / first.name)
+    return BadInput(spec.root, ("val", *spec.class_dirs[:3]), "val/ beside class folders, no train/", spec)
+
+
 BAD_INPUTS = (empty_class_folder, val_class_missing_from_train, only_one_class, symlink_outside, symlink_inside,
-              decompression_bomb, truncated_jpeg, zero_byte_jpeg, duplicate_across_splits, text_as_image)
+              decompression_bomb, truncated_jpeg, zero_byte_jpeg, duplicate_across_splits, text_as_image,
+              train_folder_beside_class_folders, val_folder_beside_class_folders)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -178,6 +178,13 @@ def test_bad_inputs_hold_their_defect(subset, tmp_path):
     assert (dup.root / dup.names[0]).read_bytes() == (dup.root / dup.names[1]).read_bytes()
     assert dup.names[0].startswith("train/") and dup.names[1].startswith("val/")
     assert pil_reads((built["text_as_image"].root / built["text_as_image"].names[0]).read_bytes()) is None
+    mixed = built["train_folder_beside_class_folders"]
+    assert [p.name for p in (mixed.root / "train").iterdir()] == [mixed.names[0]]
+    assert sorted(p.name for p in mixed.root.iterdir() if p.name != "train") == mixed.spec.class_dirs[:11]
+    split_off = built["val_folder_beside_class_folders"]
+    assert not (split_off.root / "train").exists()
+    assert sorted(p.name for p in (split_off.root / "val").iterdir()) == sorted(split_off.spec.class_dirs)
+    assert all(any((split_off.root / cls).iterdir()) for cls in split_off.spec.class_dirs)
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg", "tiff"])

@@ -15,8 +15,10 @@ val. A file's split therefore depends only on its class's files: adding photos t
 moves another class's photos between train and val, and another seed draws another split.
 
 Refused, naming the folder: an empty class folder, a val class that train lacks, fewer than two
-classes. Noted and counted: files that are not images (by extension), hidden and system files,
+classes (and when train/ has fewer than two beside top-level folders of images, the two layouts
+mixed), a val/ folder beside class folders without train/. Noted and counted: files that are not images (by extension), hidden and system files,
 links (never followed), folders beside train/val (test/ …), a train class with no val images.
+An animated GIF is one image: its first frame, which is what OpenCV decodes.
 """
 
 from __future__ import annotations
@@ -24,16 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from tinyclf.data.archive_members import Entry
-from tinyclf.data.file_names import IMAGE_SUFFIXES, natural_key
+from tinyclf.data.file_names import is_image_name, natural_key
 from tinyclf.data.pack import PACK_MANIFEST, is_hidden_or_system
 from tinyclf.errors import PrepareError
 
-# GIFs stay out of training folders for now (counted as not images): an animated GIF holds many
-# frames, and which of them a class folder means is not decided yet. `tinyclf predict` reads them.
-TRAINING_SUFFIXES = IMAGE_SUFFIXES - {".gif"}
 VAL_FOLDERS = ("val", "valid", "validation")
 CLASS_FILES = ("classes.json", "classes.txt")
 
@@ -51,10 +49,6 @@ class FolderIndex:
     ignored: list[str] = field(default_factory=list)  # folders beside train/val, e.g. test
     notes: list[str] = field(default_factory=list)  # one-line warnings for the log and stats.json
     packed: dict | None = None  # the download stage's pack manifest, when it packed a directory
-
-
-def is_training_image(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in TRAINING_SUFFIXES
 
 
 def build_index(entries: list[Entry], read, *, val_fraction: float, split_seed: int, where: str) -> FolderIndex:
@@ -164,6 +158,7 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
     not_images: list[str] = []
     notes: list[str] = []
     if train_dir is None:
+        _refuse_val_without_train(tree, where)
         layout = "class folders, val drawn"
         train = _class_folders(tree, "", not_images, where)
         train, val = _draw_val(train, val_fraction, split_seed, notes)
@@ -177,6 +172,8 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
             val = _class_folders(tree, val_dir + "/", not_images, where)
             _check_val_classes(train, val, val_dir, train_dir, where, notes)
     classes = sorted(train, key=natural_key)
+    if len(classes) < 2 and train_dir is not None:
+        _refuse_mixed_layout(tree, train_dir, classes, others, where)
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise PrepareError(f"{where}: fewer than two class folders with images ({found}); a classifier needs at least "
@@ -197,6 +194,36 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
     return index
 
 
+def _refuse_val_without_train(tree: dict[str, Entry], where: str) -> None:
+    """A val/ folder among class folders, with no train/: taken as class folders, val/ would
+    silently become a class named "val" (a user who split off val/ and forgot to move the rest)."""
+    tops = sorted({name.split("/")[0] for name in tree if "/" in name}, key=natural_key)
+    val = next((t for t in tops if t.lower() in VAL_FOLDERS), None)
+    if val is not None:
+        classes = [t for t in tops if t != val]
+        shown = ", ".join(classes[:3]) + (", …" if len(classes) > 3 else "")
+        raise PrepareError(f"{where}: has a {val}/ split folder but no train/ beside {len(classes)} top-level "
+                           f"folder(s) ({shown or 'none'}): move the training class folders into train/ "
+                           f"(<root>/train/<class>/… + {val}/<class>/…), or rename {val}/ if it is a class")
+
+
+def _refuse_mixed_layout(tree: dict[str, Entry], train_dir: str, classes: list[str], others: list[str],
+                         where: str) -> None:
+    """Top-level folders of images beside a train/ of fewer than two classes: the user mixed the two
+    layouts (train/lemon/ added to a folder of class folders), and `fewer than two classes` would
+    hide the eleven that were ignored. Folders without images (an empty test/) do not count."""
+    with_images = [o for o in others if any(name.startswith(o + "/") and entry.kind == "file" and is_image_name(name)
+                                            for name, entry in tree.items())]
+    if not with_images:
+        return
+    with_images.sort(key=natural_key)
+    shown = ", ".join(with_images[:3]) + (", …" if len(with_images) > 3 else "")
+    in_train = f"only {', '.join(classes)}" if classes else "no class folders"
+    raise PrepareError(f"{where}: mixes two layouts, a {train_dir}/ split folder ({in_train}) and {len(with_images)} "
+                       f"top-level class folders ({shown}) that are ignored beside it: use either "
+                       f"<root>/<class>/… or <root>/{train_dir}/<class>/… [+ val/<class>/…], not both")
+
+
 def _class_folders(tree: dict[str, Entry], root: str, not_images: list[str], where: str) -> dict[str, list]:
     """Class folder -> its images as (path inside the class folder, entry), any depth under `root`;
     an empty class folder is an error."""
@@ -215,7 +242,7 @@ def _class_folders(tree: dict[str, Entry], root: str, not_images: list[str], whe
         groups.setdefault(cls, [])
         if entry.kind != "file":
             continue
-        if is_training_image(name):
+        if is_image_name(name):
             groups[cls].append((rel.split("/", 1)[1], entry))
         else:
             not_images.append(name)

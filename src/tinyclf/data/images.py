@@ -71,6 +71,8 @@ _ORIENT = {
 
 
 # ------------------------------------------------------------------------------ headers
+# Read by hand rather than with Pillow's lazy Image.open: that costs 62% of decoding a 64x64 JPEG,
+# this 17%, and Pillow's PNG getexif() decodes the image (benchmarks/header_read.py, docs/benchmarks.md).
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of a JPEG, PNG, GIF, BMP, WebP or TIFF file; None for anything
     else (another format, or a header too short or damaged to say)."""
