@@ -4,9 +4,10 @@ the c10d rendezvous, one gloo process each, as two machines would run them.
 Each "node" is a directory of its own holding what a machine has: its params.yaml, its copy of the
 prepared data, and the outputs the stage writes (relative paths, as in the README). Both launches
 run concurrently from their node directory with the same code. The result must match one process
-with the same global batch (run in-process, as tests/test_ddp.py does, and for the same reasons:
-GroupNorm model, mixup and EMA off), only rank 0 may write outputs, and a node that never shows up
-must end the job after torchrun's rendezvous join timeout instead of hanging.
+with the same global batch (run in-process by support/multinode.py, shared with the Slurm test:
+GroupNorm model, mixup and EMA off, as tests/test_ddp.py and for its reasons), only rank 0 may write
+outputs, and a node that never shows up must end the job after torchrun's rendezvous join timeout
+instead of hanging.
 
 --node_rank is passed as the README shows, but the c10d rendezvous ignores it and numbers nodes by
 hostname, then launcher pid: on one machine either launch can host rank 0, so the test finds out which.
@@ -27,21 +28,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-import torch
 from support.helpers import REPO, shrunk_params, venv_env, write_params
+from support.multinode import OUTPUTS, assert_matches_one_process, reference_params, run_one_process
 from support.synthetic_prepared import write_prepared
-
-from tinyclf.model.architectures import create_model
-from tinyclf.params import params_from_dict
-from tinyclf.train.recipe import seed_everything
-from tinyclf.train.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # The stage command of README.md "On N nodes", with its relative paths (run from each node's directory).
 STAGE = [str(REPO / "stages" / "train.py"), "--data", "data/prepared", "--model-out", "models/model.pt",
          "--live", "results/train", "--checkpoints", "checkpoints", "--no-progress"]
-OUTPUTS = ("models", "results", "checkpoints")
 
 
 def free_port() -> int:
@@ -88,10 +83,7 @@ def describe(procs: list[subprocess.CompletedProcess]) -> str:
 
 
 def test_two_nodes_match_one_process_and_only_rank_0_writes(tmp_path):
-    # The workers backend, as when auto picked it on a CPU (why: train/test_ddp.py, the same run).
-    tree = shrunk_params(train__model="test_efficientnet_gn", train__crop="pad_crop", train__lr=0.2,
-                         train__epochs=2, train__batch_size=16, train__label_smoothing=0.1,
-                         train__aug_backend="workers")
+    tree = reference_params()
     nodes = []
     for i in range(2):
         node = tmp_path / f"node{i}"
@@ -99,9 +91,7 @@ def test_two_nodes_match_one_process_and_only_rank_0_writes(tmp_path):
         write_prepared(node / "data" / "prepared", num_classes=4, train_per_class=33, val_per_class=25)
         write_params(node / "params.yaml", tree)
         nodes.append(node)
-    one = tmp_path / "one"
-    run_training(params_from_dict(tree), nodes[0] / "data" / "prepared", one / "models" / "model.pt",
-                 one / "results" / "train", one / "checkpoints", progress_bar=False)
+    one = run_one_process(tree, nodes[0] / "data" / "prepared", tmp_path / "one")
 
     start = time.monotonic()
     procs = launch_nodes(nodes)
@@ -123,24 +113,7 @@ def test_two_nodes_match_one_process_and_only_rank_0_writes(tmp_path):
     run_json = json.loads((main / "results" / "train" / "run.json").read_text())
     assert (run_json["world_size"], run_json["nodes"]) == (2, 2), run_json
 
-    ref = json.loads((one / "results" / "train" / "metrics.json").read_text())
-    got = json.loads((main / "results" / "train" / "metrics.json").read_text())
-    # Every val image counted once over the two nodes: top-1/top-5 are the same ratios of integers.
-    assert got["val"]["top1"] == ref["val"]["top1"]
-    assert got["val"]["top5"] == ref["val"]["top5"]
-    assert got["val"]["loss"] == pytest.approx(ref["val"]["loss"], rel=1e-4)
-    assert got["train"]["acc"] == ref["train"]["acc"]
-    assert got["train"]["loss"] == pytest.approx(ref["train"]["loss"], rel=1e-4)
-
-    a = torch.load(one / "models" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(main / "models" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys()
-    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
-    assert worst < 1e-3  # gradient all-reduce sums in another order: float noise only
-    seed_everything(tree["train"]["seed"])
-    init = create_model("test_efficientnet_gn", 4).state_dict()
-    moved = max((a[k].double() - init[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
-    assert moved > 100 * worst  # the weights trained: not a comparison of two copies of the init
+    assert_matches_one_process(one, main, tree, num_classes=4)
     assert elapsed < 120, elapsed
 
 
