@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from support.browser import (assert_same_top5, chrome, expected_rows, free_port, screenshot, server_env, serving,
                              upload, wait_for, wait_for_top5)
-from support.demo_model import CLASSES, make_demo_model
+from support.demo_model import CLASSES
 from support.helpers import REAL_SUBSET
 
 from tinyclf.serve.demo import pick_examples
@@ -28,13 +28,6 @@ pytestmark = [pytest.mark.skipif(not REAL_SUBSET.exists(), reason=f"real Tiny Im
               pytest.mark.usefixtures("one_torch_thread")]
 
 TINYCLF = str(Path(sys.executable).parent / "tinyclf")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        return make_demo_model(tmp_path_factory.mktemp("demo-model"))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ real exporter. The validation JPEGs are kept as published, for uploading.
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,25 @@ def real_prepared(dest: Path) -> tuple[Path, list[tuple[str, bytes]]]:
     classes = [{"index": i, "id": wnid, "name": name} for i, (wnid, name) in enumerate(index.classes[:CLASSES])]
     write_prepared_arrays(dest, splits, classes, generated=False)
     return dest, [(name, data) for name, data, _ in chosen["val"]]
+
+
+MANIFEST = "demo_model.json"
+
+
+def shared_demo_model(root: Path) -> DemoModel:
+    """make_demo_model(root) once for every pytest worker: the first to take the lock trains it,
+    the others (and later callers) read it back from its manifest, written last."""
+    from filelock import FileLock
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        manifest = root / MANIFEST
+        if not manifest.is_file():
+            model = make_demo_model(root)
+            manifest.write_text(json.dumps({"jpegs": [p.name for p in model.jpegs]}))
+        names = json.loads(manifest.read_text())["jpegs"]
+    return DemoModel(root / "models" / "model.pt", root / "models" / "model.onnx", root / "prepared",
+                     root / "evaluate" / "metrics.json", [root / "jpegs" / name for name in names])
 
 
 def make_demo_model(root: Path) -> DemoModel:

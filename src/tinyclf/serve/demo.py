@@ -160,7 +160,10 @@ def _stop_on_sigterm() -> None:
 
 
 def run(args) -> None:
-    predictor = load_predictor(args.model, backend=args.backend, device=args.device)
+    from tinyclf.serve.webui import MODEL_THREADS
+
+    # The page runs CONCURRENCY_LIMIT classifications at once, each on MODEL_THREADS threads (webui).
+    predictor = load_predictor(args.model, backend=args.backend, device=args.device, threads=MODEL_THREADS)
     facts = model_facts(predictor, args.metrics)
     example_dir = tempfile.mkdtemp(prefix="tinyclf-demo-")
     try:

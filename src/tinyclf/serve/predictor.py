@@ -61,9 +61,10 @@ def read_image(data: bytes, predictor: Predictor) -> np.ndarray:
     return decode_photo(data, predictor.image_size, fit=predictor.fit).image
 
 
-def load_predictor(path: str | Path, *, backend: str = "auto", device: str = "cpu") -> Predictor:
+def load_predictor(path: str | Path, *, backend: str = "auto", device: str = "cpu", threads: int = 0) -> Predictor:
     """The model at `path`: "auto" picks onnx for a .onnx file and torch otherwise. Naming the other
     backend than the file's suffix uses its sibling (models/model.pt with "onnx" reads models/model.onnx).
+    `threads`: onnxruntime's threads per call (0: one per core); the torch backend ignores it.
     PredictError, one line naming the file, for any problem."""
     path = Path(path)
     if backend not in BACKENDS:
@@ -75,7 +76,7 @@ def load_predictor(path: str | Path, *, backend: str = "auto", device: str = "cp
     if not path.is_file():
         hint = " (the export stage writes it: dvc repro export)" if backend == "onnx" else ""
         raise PredictError(f"{path}: no such model file{hint}")
-    return _load_onnx(path, device) if backend == "onnx" else _load_torch(path, device)
+    return _load_onnx(path, device, threads) if backend == "onnx" else _load_torch(path, device)
 
 
 def _onnx_providers(device: str) -> list[str] | list[tuple[str, dict]]:
@@ -91,9 +92,9 @@ def _onnx_providers(device: str) -> list[str] | list[tuple[str, dict]]:
     return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
-def _load_onnx(path: Path, device: str) -> Predictor:
+def _load_onnx(path: Path, device: str, threads: int = 0) -> Predictor:
     try:
-        model = OnnxModel(path, providers=_onnx_providers(device))
+        model = OnnxModel(path, providers=_onnx_providers(device), threads=threads)
     except OnnxModelError as exc:
         raise PredictError(str(exc)) from None
     meta = model.meta

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from images import MAX_IMAGE_BYTES, decode_photo
 from onnx_model import OnnxModel, top_k
-from webui import Classifier, build_blocks, launch_options
+from webui import MODEL_THREADS, Classifier, build_blocks, launch_options
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,7 +42,8 @@ def load_classifier(model: OnnxModel) -> Classifier:
 
 def load_demo():
     """The page for model.onnx, facts.json and the example images listed in examples.json."""
-    model = OnnxModel(HERE / "model.onnx")
+    # The page runs CONCURRENCY_LIMIT classifications at once, each on MODEL_THREADS threads (webui).
+    model = OnnxModel(HERE / "model.onnx", threads=MODEL_THREADS)
     facts = json.loads((HERE / "facts.json").read_text())
     examples = [(str(HERE / "examples" / e["file"]), e["caption"])
                 for e in json.loads((HERE / "examples.json").read_text())]

@@ -10,8 +10,8 @@ Self-contained on purpose (gradio, numpy and the standard library only, no torch
 module): the Space bundle copies this file as is, so the Space shows the page the demo shows. The
 model comes in as a `Classifier`, three functions the caller builds from its own model code.
 
-Gradio hands the handlers the uploaded file's path with its original bytes (`type="filepath"`, no
-`image_mode`), so the decode is the Classifier's, exactly `tinyclf predict`'s, and not PIL's.
+Gradio hands the handlers the uploaded file as it was stored, original bytes and name (no
+preprocessing), so the decode is the Classifier's, exactly `tinyclf predict`'s, and not PIL's.
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ MAX_UPLOAD = 64 * 2**20
 # Uploaded files are deleted an hour after upload, checked every hour: a demo left running for
 # days must not fill the disk.
 DELETE_CACHE = (3600, 3600)
+# How many classifications run at once, page and API together (one Gradio concurrency group), and
+# the onnxruntime threads each one uses (0: one per core). Two at once on one thread each, measured
+# on 2 cores with 16 users (benchmarks/demo_latency.py --clients 16, docs/benchmarks.md "The demo
+# under load"): the lowest p95 (483 ms, against 604 ms for one at a time on 2 threads, Gradio's
+# default limit, and 560 ms for two on 2 threads), the best p50 and requests/s, and a third less
+# server CPU: one request's decode (OpenCV, no GIL) overlaps the other's model run rather than 2
+# threads spinning on a batch of one. No limit has the longest tail (p95 613 ms) and RSS grows with
+# the requests in flight.
+CONCURRENCY_LIMIT = 2
+MODEL_THREADS = 1
 # Tiny ImageNet's images are 64 px: shown at their own size they are stamps, so the input fills
 # its box, scaled up with its shape kept.
 CSS = "#image img { width: 100%; height: 100%; object-fit: contain; }"
@@ -69,13 +79,16 @@ def classify(classifier: Classifier, data: bytes, k: int = TOP_K) -> dict:
     return {"predictions": predictions, "latency_ms": {key: round(ms, 3) for key, ms in latency.items()}}
 
 
-def _classify_file(classifier: Classifier, path: str) -> dict:
-    """classify() on a file the browser or an API client uploaded; a gr.Error the user sees when
-    it is not a usable image."""
+def _classify_file(classifier: Classifier, upload) -> dict:
+    """classify() on a file the browser or an API client uploaded (a FileData or its dict, as Gradio
+    hands it over unprocessed); a gr.Error the user sees, naming the file, when it is not a usable
+    image."""
+    path = upload["path"] if isinstance(upload, dict) else upload.path
+    name = (upload.get("orig_name") if isinstance(upload, dict) else upload.orig_name) or Path(path).name
     try:
         return classify(classifier, Path(path).read_bytes())
     except ValueError as exc:
-        raise gr.Error(f"cannot use {Path(path).name}: {exc}") from None
+        raise gr.Error(f"cannot use {name}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -155,8 +168,8 @@ def build_blocks(classifier: Classifier, facts: dict, examples: list[tuple[str, 
 
 def _wire(classifier: Classifier, image, gallery, outputs, examples) -> None:
     """The page's events, and the API endpoint (called inside the Blocks context)."""
-    def show(path):
-        result = _classify_file(classifier, path) if path else None
+    def show(upload):
+        result = _classify_file(classifier, upload) if upload else None
         return predictions_html(result), latency_text(result)
 
     def pick(evt: gr.SelectData):
@@ -165,14 +178,21 @@ def _wire(classifier: Classifier, image, gallery, outputs, examples) -> None:
     def predict(image: gr.FileData) -> dict:
         """Top-5 classes of an image file: {"predictions": [{"rank", "index", "id", "name",
         "probability"}], "latency_ms": {"decode", "model", "total"}}."""
-        return _classify_file(classifier, image["path"] if isinstance(image, dict) else image.path)
+        return _classify_file(classifier, image)
 
-    # The page's own events stay out of the API: /predict is the one endpoint, with a JSON answer.
-    image.change(show, image, outputs, api_visibility="private")
-    gallery.select(pick, None, image, api_visibility="private")
-    # Off Gradio's queue: a request takes milliseconds, and the queue's extra round trips cost more
-    # than that (benchmarks/demo_latency.py: p50 through gradio_client 130 -> 113 ms on this machine).
-    gr.api(predict, api_name="predict", queue=False)
+    # The page and the API share one concurrency group, so CONCURRENCY_LIMIT bounds the model's work
+    # whoever asks; each event would otherwise get its own group of Gradio's default limit, 1.
+    limits = {"concurrency_limit": CONCURRENCY_LIMIT, "concurrency_id": "classify"}
+    # preprocess=False: the handler gets the upload as Gradio stored it. gr.Image's own preprocessing
+    # opens the file with PIL first, which refuses a decompression bomb with PIL's words (or a file
+    # that is not an image with a traceback's) before tinyclf's decoder can name the problem.
+    image.change(show, image, outputs, api_visibility="private", preprocess=False, **limits)
+    gallery.select(pick, None, image, api_visibility="private", concurrency_limit=None)  # no model work
+    # /predict is the one endpoint, with a JSON answer. gradio_client and the page always go through
+    # Gradio's queue (gradio 6.31), where the limits apply; queue=False only also opens the one-call
+    # REST route (POST /gradio_api/run/predict) to plain HTTP clients, which skips the queue's limit
+    # (Gradio's 40 worker threads bound it).
+    gr.api(predict, api_name="predict", queue=False, **limits)
 
 
 def launch_options(host: str, port: int | None) -> dict:
