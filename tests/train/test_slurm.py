@@ -8,7 +8,8 @@ sbatch. The submit directory is what the doc asks for: the repository root with 
 data/prepared, stages/ and .venv (the last two linked to this checkout).
 
 There is no sacct without an accounting database: a job's end state comes from `scontrol show job`
-(kept MinJobAge = 300 s after the end) and from the exit code of `sbatch --wait`.
+(kept at least MinJobAge, 4 s, after the end; the polls carry the last record seen) and from the
+exit code of `sbatch --wait`.
 Needs root and the Slurm packages (.ci/run installs them); skipped otherwise.
 """
 
@@ -89,9 +90,13 @@ def job_id(proc: subprocess.CompletedProcess) -> str:
     return match.group(1)
 
 
-def job_fields(cluster: SlurmCluster, job: str) -> dict[str, str]:
-    out = cluster.run("scontrol", "show", "job", "--oneliner", job).stdout
-    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+def job_fields(cluster: SlurmCluster, job: str, last: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's record; once slurmctld has purged an ended job (MinJobAge, 4 s here, checked on its
+    own timer), `last`: the record seen before, so a slow poll on a loaded machine still reads its end."""
+    proc = cluster.run("scontrol", "show", "job", "--oneliner", job, check=last is None)
+    if proc.returncode != 0:
+        return last
+    return dict(field.split("=", 1) for field in proc.stdout.split() if "=" in field)
 
 
 def job_log(root: Path, job: str) -> str:
@@ -144,14 +149,15 @@ def test_a_cancelled_job_resumes_from_its_checkpoint_when_submitted_again(cluste
 
     job = job_id(sbatch(cluster, root))
     deadline = time.monotonic() + 120
+    fields = job_fields(cluster, job)
     while not (ck.exists() and _epochs_done(ck) >= 1):
-        state = job_fields(cluster, job)["JobState"]
+        state = (fields := job_fields(cluster, job, fields))["JobState"]
         assert state in ("PENDING", "RUNNING"), f"job {job} {state} before a checkpoint\n{describe(cluster, root, job)}"
         assert time.monotonic() < deadline, f"no checkpoint after 120 s\n{describe(cluster, root, job)}"
         time.sleep(0.05)
     cluster.run("scancel", job)
     # Until the nodes are idle again: the job's processes have ended (saved, logged) by then.
-    while (state := job_fields(cluster, job)["JobState"]) in ("PENDING", "RUNNING", "COMPLETING") \
+    while (state := (fields := job_fields(cluster, job, fields))["JobState"]) in ("PENDING", "RUNNING", "COMPLETING") \
             or not cluster.nodes_idle():
         assert time.monotonic() < deadline, f"job {job} still {state} after scancel"
         time.sleep(0.1)
