@@ -26,11 +26,18 @@ def experiment_rows(shown: list) -> list[dict]:
     return [rev for entry in shown for exp in (entry.get("experiments") or []) for rev in (exp.get("revs") or [])]
 
 
-@pytest.mark.slow  # the six stages on generated data: about 1.5 minutes on 2 CPU cores
-def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone(tmp_path):
-    repo = make_repo_copy(tmp_path / "repo", params=None)  # the committed params.yaml, as a fresh clone has
+@pytest.fixture(scope="module")
+def quickstarted(tmp_path_factory):
+    """(repo, committed params.yaml bytes, the finished `tinyclf quickstart`) in a committed copy of
+    the repository with the committed params.yaml, as a fresh clone has."""
+    repo = make_repo_copy(tmp_path_factory.mktemp("quickstart") / "repo", params=None)
     committed = (repo / "params.yaml").read_bytes()
-    proc = tinyclf(repo, "quickstart", timeout=900)
+    return repo, committed, tinyclf(repo, "quickstart", timeout=900)
+
+
+@pytest.mark.slow  # the six stages on generated data: about 1.5 minutes on 2 CPU cores
+def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone(quickstarted):
+    repo, committed, proc = quickstarted
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^\s*report:\s+quickstart/results/summary/report\.md$", proc.stdout, re.M), proc.stdout
     assert "GENERATED data" in proc.stdout
@@ -68,6 +75,36 @@ def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone
     assert data["params"]["params.yaml"]["data"]["download"]["source"] == "generated"
     assert data["metrics"]["results/evaluate/metrics.json"]["data"]["top1"] == metrics["top1"]
     assert yaml.safe_load(committed)["train"]["epochs"] == 150  # the reference setup, untouched
+
+
+@pytest.mark.slow  # one more experiment (train, evaluate, export, summarize): about a minute
+def test_a_change_tried_from_a_branch_of_the_quickstart_reads_at_120_columns(quickstarted):
+    """README "Experiments", as the quickstart's last line says: branch the quickstart, run one
+    `-S train.lr` experiment, and `dvc exp show --only-changed` in a 120-column terminal names the
+    runs and shows train.lr, top-1 and top-5, none cut to an ellipsis."""
+    repo, _, proc = quickstarted
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hint = next(line for line in proc.stdout.splitlines() if "try a change from this setup:" in line)
+    commands = hint.split(":", 1)[1].split(", then ")[0]
+    assert commands.strip() == "dvc exp branch quickstart my-setup && git checkout my-setup && dvc checkout", hint
+    env = venv_env(repo)
+    for command in ("dvc exp branch quickstart my-setup", "git checkout my-setup", "dvc checkout"):
+        run(command.split(), repo, env)
+    assert run(["dvc", "status", "--quiet"], repo, env, check=False).returncode == 0  # nothing to re-run
+    run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.2"], repo, env, timeout=600)
+
+    out = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], repo, {**env, "COLUMNS": "120"}).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 120, out
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert header[:4] == ["Experiment", "Created", "top1", "top5"] and "train.lr" in header, out
+    experiments = experiment_rows(json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout))
+    for name, rev, lr in (("my-setup", "HEAD", 0.4),
+                          ("lower-lr", next(r["rev"] for r in experiments if r["name"] == "lower-lr"), 0.2)):
+        row = next(line for line in lines if f"[{name}]" in line or line.split()[:1] == [name])
+        metrics = json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
+        assert f" {metrics['top1']:g} " in row and f" {metrics['top5']:g} " in row, (row, metrics)
+        assert f" {lr:g} " in row, row
 
 
 

@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  model card:  {OUT_DIR}/results/summary/model_card.md")
     print(f"  compare:     tinyclf compare   (or dvc exp show)   its outputs in the workspace: dvc exp apply {EXPERIMENT}")
     print("  The workspace is unchanged: params.yaml is still the reference setup (dvc repro runs it).")
+    # Experiments run from HEAD, the reference setup: one from the quickstart's setup would differ
+    # from HEAD in every quickstart param, more columns than `dvc exp show --only-changed` can show.
+    # A branch of the quickstart is a baseline with its params and results; runs from it differ in
+    # what the user changed.
+    print(f"  try a change from this setup: dvc exp branch {EXPERIMENT} my-setup && git checkout my-setup "
+          "&& dvc checkout, then dvc exp run -S train.lr=0.2 and dvc exp show --only-changed")
     return 0
 
 
