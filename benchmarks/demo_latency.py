@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyclf import atomic
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_SUBSET = REPO.parent / "shared" / "data" / "tiny-imagenet-200-subset.zip"
 WARMUP = 3
@@ -212,7 +214,6 @@ def mixed_photos(out_dir: Path) -> list[Path]:
 
 def expected_top5(model_path: Path, photos: list[Path]) -> dict[str, list[str]]:
     """The class ids of the model's own top-5 for each photo (as `tinyclf predict` says), by file name."""
-    sys.path.insert(0, str(REPO / "src"))
     from tinyclf.serve.predictor import load_predictor, read_image
 
     predictor = load_predictor(model_path)
@@ -332,7 +333,8 @@ def load_test(model_path: Path, photos: list[Path], expected: dict, clients: int
     ms = [m for _, m, _, _ in done]
     wall = max(b + m / 1e3 for b, m, _, _ in done) - min(b for b, _, _, _ in done)
     limit, threads = setting or (None, None)  # None: webui's own settings
-    return {"setting": f"{limit}x{threads}" if setting else "webui's", "concurrency_limit": limit, "model_threads": threads,
+    return {"setting": f"{limit}x{threads}" if setting else "webui's", "concurrency_limit": limit,
+            "model_threads": threads,
             "clients": clients, "requests": len(done), "errors": len(errors), "error_examples": errors[:5],
             **{f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)},
             "max_ms": round(max(ms), 1), "throughput_rps": round(len(done) / wall, 2), "wall_s": round(wall, 1),
@@ -353,8 +355,6 @@ def parse_setting(text: str) -> tuple[str, int]:
 def reference_onnx(out_dir: Path) -> Path:
     """The reference model of benchmarks/inference.py exported to ONNX (random weights: latency
     does not depend on them)."""
-    sys.path.insert(0, str(REPO / "src"))
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import torch
     from inference import MEAN, STD, reference_meta
 
@@ -369,13 +369,6 @@ def reference_onnx(out_dir: Path) -> Path:
     path = out_dir / "model.onnx"
     path.write_bytes(data)
     return path
-
-
-def write_json(path: Path, result: dict) -> None:
-    """Atomically: a reader sees the old file or the whole new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def measure_load(model_path: Path | None, clients: int, requests: int, settings: list) -> dict:
@@ -419,7 +412,7 @@ def main() -> int:
                   f"{r['throughput_rps']:.1f} | {r['errors']} | {r['rss_before_mb']:.0f} -> {r['rss_after_mb']:.0f} "
                   f"({r['rss_peak_mb']:.0f}) | {r['server_cpu_s']:.0f} / {r['clients_cpu_s']:.0f} |")
         if args.json:
-            write_json(args.json, result)
+            atomic.write_json(args.json, result, sort_keys=False)
         return 1 if any(r["errors"] for r in result["runs"]) else 0
     if not model.is_file():
         raise SystemExit(f"demo_latency: {model}: no such model file (dvc repro export writes models/model.onnx)")
@@ -431,7 +424,7 @@ def main() -> int:
           f"({result['p50_ms'] / result['http_p50_ms']:.1f}x less); server compute p50 {result['server_p50_ms']:.1f} ms "
           f"(during the gradio_client requests), {result['http_server_p50_ms']:.1f} ms (during the plain ones)")
     if args.json:
-        write_json(args.json, result)
+        atomic.write_json(args.json, result, sort_keys=False)
     return 0
 
 

@@ -17,7 +17,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from support.helpers import REPO, run, shrunk_params, venv_env, write_params
+from support.helpers import REPO, run, shrunk_params, torchvision_cifar_splits, venv_env, write_params
 
 from tinyclf.data import arrays
 from tinyclf.data.formats import cifar100, registry
@@ -61,18 +61,7 @@ def test_stand_in_has_the_official_members_and_meta(stand_in):
 
 
 def test_torchvision_reads_the_extracted_stand_in(stand_in, tmp_path):
-    torchvision = pytest.importorskip("torchvision")
-    with tarfile.open(stand_in, "r:gz") as tf:
-        tf.extractall(tmp_path, filter="data")
-
-    class GeneratedCIFAR100(torchvision.datasets.CIFAR100):
-        # torchvision checks train and test against the md5 of the REAL files, which synthetic
-        # images cannot match; the meta check (its md5) and the reading are torchvision's own.
-        def _check_integrity(self) -> bool:
-            return True
-
-    train = GeneratedCIFAR100(tmp_path, train=True, download=False)
-    test = GeneratedCIFAR100(tmp_path, train=False, download=False)
+    train, test = torchvision_cifar_splits(stand_in, "CIFAR100", tmp_path)
     assert train.data.shape == (300, 32, 32, 3) and test.data.shape == (100, 32, 32, 3)
     assert train.classes == list(cifar100.FINE_NAMES) and len(train.classes) == 100
     assert np.bincount(train.targets).tolist() == [3] * 100

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support.helpers import REAL_SUBSET, SHARED_DATA
+from support.helpers import REAL_SUBSET, SHARED_DATA, torchvision_cifar_splits
 
 from tinyclf.data.cifar_python import py2_pickle
 from tinyclf.data.formats.cifar10 import LABEL_NAMES as CIFAR10_LABEL_NAMES
@@ -233,19 +233,7 @@ def test_py2_pickle_round_trips_memo_beyond_255():
 
 
 def test_torchvision_reads_extracted_archive(cifar_tgz, tmp_path):
-    torchvision = pytest.importorskip("torchvision")
-    with tarfile.open(cifar_tgz, "r:gz") as tf:
-        tf.extractall(tmp_path, filter="data")
-
-    class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
-        # torchvision verifies each batch against the md5 of the REAL batches, which synthetic
-        # data cannot match; everything else (pickle.load(encoding="latin1"), reshape, and the
-        # md5 check of batches.meta) is torchvision's own code.
-        def _check_integrity(self) -> bool:
-            return True
-
-    train = GeneratedCIFAR10(tmp_path, train=True, download=False)
-    test = GeneratedCIFAR10(tmp_path, train=False, download=False)
+    train, test = torchvision_cifar_splits(cifar_tgz, "CIFAR10", tmp_path)
     assert train.data.shape == (500, 32, 32, 3) and test.data.shape == (100, 32, 32, 3)
     assert train.classes == list(CIFAR10_LABEL_NAMES)
     assert np.bincount(train.targets).tolist() == [50] * 10

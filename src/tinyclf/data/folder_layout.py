@@ -16,8 +16,9 @@ moves another class's photos between train and val, and another seed draws anoth
 
 Refused, naming the folder: an empty class folder, a val class that train lacks, fewer than two
 classes (and when train/ has fewer than two beside top-level folders of images, the two layouts
-mixed), a val/ folder beside class folders without train/. Noted and counted: files that are not images (by extension), hidden and system files,
-links (never followed), folders beside train/val (test/ …), a train class with no val images.
+mixed), a val/ folder beside class folders without train/. Noted and counted: files that are not
+images (by extension), hidden and system files, links (never followed), folders beside train/val
+(test/ …), a train class with no val images.
 An animated GIF is one image: its first frame, which is what OpenCV decodes.
 """
 
@@ -142,9 +143,18 @@ def _parse_class_txt(text: str, where: str) -> dict[str, str]:
     return mapping
 
 
+def _top_folders(tree: dict[str, Entry]) -> list[str]:
+    return sorted({name.split("/")[0] for name in tree if "/" in name or tree[name].kind == "directory"})
+
+
+def _first_names(names: list[str], count: int = 3) -> str:
+    """The first `count` names for a message, "…" when there are more."""
+    return ", ".join(names[:count]) + (", …" if len(names) > count else "")
+
+
 def _split_folders(tree: dict[str, Entry]) -> tuple[str | None, str | None, list[str]]:
     """(train folder, val folder, other top-level folders) of the ImageFolder layout; train None if flat."""
-    tops = sorted({name.split("/")[0] for name in tree if "/" in name or tree[name].kind == "directory"})
+    tops = _top_folders(tree)
     train = next((t for t in tops if t.lower() == "train"), None)
     if train is None:
         return None, None, []
@@ -197,14 +207,13 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
 def _refuse_val_without_train(tree: dict[str, Entry], where: str) -> None:
     """A val/ folder among class folders, with no train/: taken as class folders, val/ would
     silently become a class named "val" (a user who split off val/ and forgot to move the rest)."""
-    tops = sorted({name.split("/")[0] for name in tree if "/" in name}, key=natural_key)
+    tops = sorted(_top_folders(tree), key=natural_key)
     val = next((t for t in tops if t.lower() in VAL_FOLDERS), None)
     if val is not None:
         classes = [t for t in tops if t != val]
-        shown = ", ".join(classes[:3]) + (", …" if len(classes) > 3 else "")
         raise PrepareError(f"{where}: has a {val}/ split folder but no train/ beside {len(classes)} top-level "
-                           f"folder(s) ({shown or 'none'}): move the training class folders into train/ "
-                           f"(<root>/train/<class>/… + {val}/<class>/…), or rename {val}/ if it is a class")
+                           f"folder(s) ({_first_names(classes) or 'none'}): move the training class folders into "
+                           f"train/ (<root>/train/<class>/… + {val}/<class>/…), or rename {val}/ if it is a class")
 
 
 def _refuse_mixed_layout(tree: dict[str, Entry], train_dir: str, classes: list[str], others: list[str],
@@ -217,10 +226,9 @@ def _refuse_mixed_layout(tree: dict[str, Entry], train_dir: str, classes: list[s
     if not with_images:
         return
     with_images.sort(key=natural_key)
-    shown = ", ".join(with_images[:3]) + (", …" if len(with_images) > 3 else "")
     in_train = f"only {', '.join(classes)}" if classes else "no class folders"
     raise PrepareError(f"{where}: mixes two layouts, a {train_dir}/ split folder ({in_train}) and {len(with_images)} "
-                       f"top-level class folders ({shown}) that are ignored beside it: use either "
+                       f"top-level class folders ({_first_names(with_images)}) that are ignored beside it: use either "
                        f"<root>/<class>/… or <root>/{train_dir}/<class>/… [+ val/<class>/…], not both")
 
 
