@@ -25,10 +25,10 @@ def pipeline(tmp_path_factory):
     return report_inputs(tmp_path_factory.mktemp("reference"))
 
 
-OTHER = Reference(top1=0.8125, dataset="cifar10", dataset_name="CIFAR-10", model="ResNet-18", minutes=7,
+OTHER = Reference(top1=0.8125, dataset="cifar10", dataset_name="CIFAR-10", model="ResNet-18", epochs=30, minutes=7,
                   gpus="1× NVIDIA H100", cost_usd=0.35)
 # What the texts say of today's reference: none of it may be left once the constant changes.
-TODAY = ("70%", "Tiny ImageNet", "ResNet-50", "50 min", "A40", "$1.20")
+TODAY = ("70%", "Tiny ImageNet", "ResNet-50", "150 epochs", "50 min", "A40", "$1.20")
 
 
 def render(pipeline: dict, **change) -> str:
@@ -58,9 +58,9 @@ def test_changing_the_reference_changes_every_sentence(pipeline, monkeypatch):
     assert reference_verdict(0.9) == verdict
     assert "**Top-1 90.00%**" in texts and f"validation images — {verdict}." in texts  # the headline
     assert ("**Against the reference** — 81.25% top-1 on the CIFAR-10 validation set with the reference "
-            f"ResNet-18, about 7 minutes on 1× NVIDIA H100: this model reaches 90.00% top-1 and **{verdict}**.") in texts
-    assert ("Reference: 81.25% top-1 on the CIFAR-10 validation set with the reference ResNet-18, about 7 minutes "
-            f"on 1× NVIDIA H100; this model {verdict}.") in texts  # the card
+            f"ResNet-18, 30 epochs in about 7 minutes on 1× NVIDIA H100: this model reaches 90.00% top-1 and **{verdict}**.") in texts
+    assert ("Reference: 81.25% top-1 on the CIFAR-10 validation set with the reference ResNet-18, 30 epochs in "
+            f"about 7 minutes on 1× NVIDIA H100; this model {verdict}.") in texts  # the card
     assert "| training time | 0.1 min (reference: about 7 min on 1× NVIDIA H100) |" in texts
     cost = "n/a (not a GPU run); reference: about $0.35 for ~7 min on 1× NVIDIA H100"
     assert f"| cost | {cost} |" in texts and f"- Training cost: {cost}" in texts

@@ -83,6 +83,12 @@ class Interrupted(TinyclfError):
         self.signum = int(signum)
         self.exit_code = 128 + self.signum
 
+    @classmethod
+    def saved(cls, signal_name: str, signum: int, where: str, checkpoint: Path) -> Interrupted:
+        """The one wording of a stop: which signal, where the run was, and how to go on."""
+        return cls(f"stopped by {signal_name} {where}; checkpoint saved to {checkpoint}, run the stage again to resume",
+                   signum)
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -204,8 +210,7 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
             # Logged before saved: a kill in between re-runs this epoch and the log drops its row on resume.
             ckpt.save(progress)
             if stop.requested and progress.epoch < num_epochs:
-                raise Interrupted(f"stopped by {stop.name} after epoch {progress.epoch}; checkpoint saved to "
-                                  f"{ckpt.path}, run the stage again to resume", stop.signum)
+                raise Interrupted.saved(stop.name, stop.signum, f"after epoch {progress.epoch}", ckpt.path)
     if info.is_main:
         write_outputs(run, paths, data, parts, progress, cost)
         log.end()
@@ -467,9 +472,8 @@ def train_epoch(run: RunSetup, train_model: nn.Module, data: TrainData, recipe: 
             bar.close()
     if stats["stopped"]:
         ckpt.save(progress)  # the epoch's partial time and sums travel in the ranks' entries
-        raise Interrupted(f"stopped by {stop.name} at optimizer step {progress.update} (epoch {epoch + 1}); "
-                          f"checkpoint saved to {ckpt.path}, run the stage again to resume",
-                          stop.signum or signal.SIGTERM)
+        raise Interrupted.saved(stop.name, stop.signum or signal.SIGTERM,
+                                f"at optimizer step {progress.update} (epoch {epoch + 1})", ckpt.path)
     return stats
 
 
