@@ -42,6 +42,6 @@ browser:
 
 # One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared
 # fixture (a whole DVC pipeline run) is built once. Modules are handed out longest first
-# (tests/conftest.py LONGEST_MODULES), not in xdist's most-tests-first order.
+# (tests/support/suite_order.py), not in xdist's most-tests-first order.
 test: $(STAMP) browser
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n auto --dist loadscope --no-loadscope-reorder --durations=10

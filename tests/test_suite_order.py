@@ -1,10 +1,10 @@
-"""`make test` hands the longest test modules to its workers first (tests/conftest.py); a renamed
+"""`make test` hands the longest test modules to its workers first (tests/support/suite_order.py); a renamed
 module would silently drop out of that list and one worker would again finish it alone."""
 
 from __future__ import annotations
 
-from conftest import LONGEST_MODULES
 from support.helpers import REPO
+from support.suite_order import LONGEST_MODULES
 
 
 def test_the_longest_modules_named_for_the_workers_exist():
