@@ -58,7 +58,8 @@ def test_changing_the_reference_changes_every_sentence(pipeline, monkeypatch):
     assert reference_verdict(0.9) == verdict
     assert "**Top-1 90.00%**" in texts and f"validation images — {verdict}." in texts  # the headline
     assert ("**Against the reference** — 81.25% top-1 on the CIFAR-10 validation set with the reference "
-            f"ResNet-18, 30 epochs in about 7 minutes on 1× NVIDIA H100: this model reaches 90.00% top-1 and **{verdict}**.") in texts
+            "ResNet-18, 30 epochs in about 7 minutes on 1× NVIDIA H100: this model reaches 90.00% top-1 and "
+            f"**{verdict}**.") in texts
     assert ("Reference: 81.25% top-1 on the CIFAR-10 validation set with the reference ResNet-18, 30 epochs in "
             f"about 7 minutes on 1× NVIDIA H100; this model {verdict}.") in texts  # the card
     assert "| training time | 0.1 min (reference: about 7 min on 1× NVIDIA H100) |" in texts
