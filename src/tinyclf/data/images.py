@@ -14,6 +14,10 @@ Two entry points share that path:
 - `decode_photo`, for users' own photos: any size, EXIF orientation applied (phones store photos
   sideways and say so in a tag), made square by `fit` (`FITS`), and large JPEGs decoded at 1/2, 1/4
   or 1/8 scale by libjpeg's DCT scaling when that still leaves twice the target size.
+
+Self-contained on purpose (OpenCV, numpy and the standard library only, no torch, no other tinyclf
+module): the Hugging Face Space bundle (`tinyclf space`) copies this file as is, so the Space
+decodes an upload exactly as `tinyclf predict` does.
 """
 
 from __future__ import annotations
