@@ -11,8 +11,8 @@ LONGEST_MODULES = (  # seconds on 2026-12-06, summed from --junitxml
     "tests/test_quickstart_and_remote_check.py",  # 218
     "tests/pipeline/test_own_images_pipeline.py",  # 132
     "tests/pipeline/test_remote.py",  # 100
+    "tests/train/test_slurm.py",  # 55, and about 15 since for the one-node job
     "tests/pipeline/test_reproducibility.py",  # 61
-    "tests/train/test_slurm.py",  # 55
     "tests/serve/test_space.py",  # 43
     "tests/train/test_resume.py",  # 39
     "tests/test_cli.py",  # 34

@@ -34,21 +34,22 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("one_
 
 DOC = REPO / "docs" / "multinode.md"
 NUM_CLASSES = 4
-# (what the doc's script says, what a test node without GPUs needs): each must occur exactly once.
-NO_GPU = [
-    ("#SBATCH --gpus-per-node=8\n", ""),  # no GPUs (GRES) configured on the test nodes
-    ("#SBATCH --cpus-per-task=32", "#SBATCH --cpus-per-task=1"),  # each test node has one CPU
-    ("GPUS_PER_NODE=8 ", "GPUS_PER_NODE=1 "),  # one gloo process per node
-]
 
 
-def documented_script() -> str:
+def documented_script(nodes: int = 2, processes_per_node: int = 1) -> str:
     """The sbatch script of docs/multinode.md (its code block that starts with #!/bin/bash), with
-    the GPU lines replaced."""
+    the GPU lines replaced: `processes_per_node` gloo processes stand for the GPUs of each node."""
     blocks = re.findall(r"```bash\n(#!/bin/bash\n.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) == 1, f"{DOC}: expected one sbatch code block, found {len(blocks)}"
     script = blocks[0]
-    for old, new in NO_GPU:
+    # (what the doc's script says, what a test node without GPUs needs): each must occur exactly once.
+    changes = [
+        ("#SBATCH --nodes=2 ", f"#SBATCH --nodes={nodes} "),
+        ("#SBATCH --gpus-per-node=8\n", ""),  # no GPUs (GRES) configured on the test nodes
+        ("#SBATCH --cpus-per-task=32", "#SBATCH --cpus-per-task=1"),  # each test node has one CPU
+        ("GPUS_PER_NODE=8 ", f"GPUS_PER_NODE={processes_per_node} "),
+    ]
+    for old, new in changes:
         assert script.count(old) == 1, f"{DOC}: the sbatch script no longer has {old.strip()!r} once"
         script = script.replace(old, new)
     return script
@@ -68,13 +69,14 @@ def cluster():
         cluster.stop()
 
 
-def submit_dir(root: Path, tree: dict) -> Path:
-    """A repository root as the script expects it, on a filesystem both (local) nodes see."""
+def submit_dir(root: Path, tree: dict, **script) -> Path:
+    """A repository root as the script expects it, on a filesystem both (local) nodes see; `script`:
+    documented_script's arguments."""
     write_prepared(root / "data" / "prepared", num_classes=NUM_CLASSES, train_per_class=33, val_per_class=25)
     write_params(root / "params.yaml", tree)
     (root / "stages").symlink_to(REPO / "stages")
     (root / ".venv").symlink_to(REPO / ".venv")
-    (root / "train.sbatch").write_text(documented_script())
+    (root / "train.sbatch").write_text(documented_script(**script))
     return root
 
 
@@ -138,6 +140,27 @@ def test_documented_sbatch_script_trains_on_two_nodes_like_one_process(cluster, 
     assert output_files(root) == output_files(one)
     assert_matches_one_process(one, root, tree, num_classes=NUM_CLASSES)
     assert elapsed < 120, elapsed  # about 20 s: far from any 600 s rendezvous or collective timeout
+
+
+def test_the_one_node_variant_starts_a_process_per_gpu_on_one_node_like_one_process(cluster, tmp_path):
+    """docs/multinode.md "One node with N GPUs": the same script with --nodes=1 and GPUS_PER_NODE=2."""
+    tree = reference_params()
+    root = submit_dir(tmp_path / "repo", tree, nodes=1, processes_per_node=2)
+    one = run_one_process(tree, root / "data" / "prepared", tmp_path / "one")
+
+    proc = sbatch(cluster, root, "--wait")
+    job = job_id(proc)
+    assert proc.returncode == 0, \
+        f"sbatch --wait exited {proc.returncode}: {proc.stderr}\n{describe(cluster, root, job)}"
+    fields = job_fields(cluster, job)
+    assert (fields["JobState"], fields["ExitCode"], fields["NumNodes"]) == ("COMPLETED", "0:0", "1"), fields
+    log = job_log(root, job)
+    assert re.search(r"node 0 of 1: n[12], rank 0 at 127\.0\.0\.1:\d+", log), describe(cluster, root, job)
+    run_json = json.loads((root / "results" / "train" / "run.json").read_text())
+    assert (run_json["world_size"], run_json["nodes"]) == (2, 1), run_json
+    assert log.count("wrote models/model.pt") == 1, describe(cluster, root, job)
+    assert output_files(root) == output_files(one)
+    assert_matches_one_process(one, root, tree, num_classes=NUM_CLASSES)
 
 
 def test_a_cancelled_job_resumes_from_its_checkpoint_when_submitted_again(cluster, tmp_path):
