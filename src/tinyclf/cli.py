@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinyclf.errors import ArgumentParser, TinyclfError
+from tinyclf.errors import ArgumentParser, run_command
 
 
 def _check_params(args) -> int:
@@ -119,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in _DELEGATED:  # its own parser owns every option, --help included
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except TinyclfError as exc:
-        print(f"tinyclf {args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command(f"tinyclf {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

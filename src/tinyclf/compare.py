@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyclf.errors import ArgumentParser, TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError, run_command
 
 FORMATS = ("table", "md", "csv", "json")
 # (metrics key, column title, how a value reads) in column order; keys as the stages write them.
@@ -204,25 +204,24 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.plot is not None and args.plot.suffix.lower() not in (".png", ".html"):
-            raise CompareError(f"{args.plot}: --plot writes a .png or an .html file")
-        runs, notes = collect_runs(args.repo, args.runs or None)
-        if not runs:
-            raise CompareError("no run with metrics yet: run the pipeline (dvc repro, dvc exp run, make quickstart)")
-        runs = compare(runs)
-        print(render(runs, args.format))
-        for note in notes:
-            print(f"(not shown) {note}", file=sys.stderr)
-        if args.plot is not None:
-            from tinyclf.compare_plot import write_plot
+    return run_command("tinyclf compare", lambda: _compare_and_show(args))
 
-            write_plot(args.plot, runs, {r.name: val_top1_history(args.repo, r) for r in runs})
-            print(f"wrote {args.plot}", file=sys.stderr)
-    except TinyclfError as exc:
-        print(f"tinyclf compare: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+def _compare_and_show(args: argparse.Namespace) -> None:
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".html"):
+        raise CompareError(f"{args.plot}: --plot writes a .png or an .html file")
+    runs, notes = collect_runs(args.repo, args.runs or None)
+    if not runs:
+        raise CompareError("no run with metrics yet: run the pipeline (dvc repro, dvc exp run, make quickstart)")
+    runs = compare(runs)
+    print(render(runs, args.format))
+    for note in notes:
+        print(f"(not shown) {note}", file=sys.stderr)
+    if args.plot is not None:
+        from tinyclf.compare_plot import write_plot
+
+        write_plot(args.plot, runs, {r.name: val_top1_history(args.repo, r) for r in runs})
+        print(f"wrote {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":

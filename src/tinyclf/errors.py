@@ -12,6 +12,8 @@ line, not argparse's usage block.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Callable
 
 
 class TinyclfError(Exception):
@@ -19,6 +21,17 @@ class TinyclfError(Exception):
 
     # What a stage or the CLI exits with; 128 + signal number for an interrupted run.
     exit_code: int = 1
+
+
+def run_command(prog: str, work: Callable[[], int | None]) -> int:
+    """A command's exit code: `work()`'s (None is 0), or, for a TinyclfError, the error's, after one
+    line on stderr, `<prog>: <message>`. Anything else is a bug and keeps its traceback."""
+    try:
+        code = work()
+    except TinyclfError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0 if code is None else code
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyclf.errors import ArgumentParser, TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError, run_command
 from tinyclf.serve.predictor import Predictor, load_predictor, read_image
 
 PROG = "tinyclf demo"
@@ -183,12 +183,7 @@ def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
-    except TinyclfError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run_command(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

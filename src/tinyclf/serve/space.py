@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from tinyclf.data import images
-from tinyclf.errors import ArgumentParser, TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError, run_command
 from tinyclf.serve import onnx_model
 from tinyclf.serve.demo import DEFAULT_EXAMPLES, load_examples, model_facts, write_examples
 from tinyclf.serve.predictor import load_predictor
@@ -166,16 +166,15 @@ def write_space(model: str | Path, out: str | Path, *, metrics: str | Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        out = write_space(args.model, args.out, metrics=args.metrics, examples=args.examples,
-                          num_examples=args.num_examples, title=args.title, force=args.force)
-    except TinyclfError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command(PROG, lambda: _write_and_say(args))
+
+
+def _write_and_say(args: argparse.Namespace) -> None:
+    out = write_space(args.model, args.out, metrics=args.metrics, examples=args.examples,
+                      num_examples=args.num_examples, title=args.title, force=args.force)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and ".git" not in f.parts)
     print(f"{PROG}: wrote {out}/ ({size / 1e6:.1f} MB): try it with `cd {out} && python app.py`, "
           f"publish it as {out}/README.md says")
-    return 0
 
 
 if __name__ == "__main__":
