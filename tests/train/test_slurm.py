@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from support.helpers import REPO, venv_env, write_params
 from support.multinode import assert_matches_one_process, output_files, reference_params, run_one_process
-from support.slurm_cluster import PARTITION, SlurmCluster, missing_requirement
+from support.slurm_cluster import DEFAULT_DIR, PARTITION, SlurmCluster, missing_requirement
 from support.synthetic_prepared import write_prepared
 
 from tinyclf.train import checkpoint
@@ -59,9 +59,9 @@ def documented_script(nodes: int = 2, processes_per_node: int = 1) -> str:
 def cluster():
     if (why := missing_requirement()) is not None:
         pytest.skip(why)
-    # Not under pytest's tmp_path: munged wants every directory above its socket traversable by
-    # all, and pytest's base directory is private. stop() removes it.
-    cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="tinyclf-slurm-")))
+    # Not under pytest's base directory (where conftest.py points TMPDIR): munged wants every
+    # directory above its socket traversable by all, and that one is private. stop() removes it.
+    cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="tinyclf-slurm-", dir=DEFAULT_DIR.parent)))
     try:
         cluster.start()
         yield cluster
