@@ -11,8 +11,10 @@ import csv
 import io
 import json
 
+from matplotlib.text import Text
+
 from tinyclf.compare import Run, _without_unchanged_workspace, compare, render
-from tinyclf.compare_plot import write_plot
+from tinyclf.compare_plot import figure, write_plot
 
 
 def run_of(name: str, top1: float, lr: float, wd: float = 5e-4, minutes: float | None = 1.5,
@@ -71,6 +73,30 @@ def test_the_figure_as_png_and_as_a_page(tmp_path):
     assert "<th>train.lr</th>" in page and "<td>70.00%</td>" in page and "data:image/png;base64," in page
 
 
+def test_runs_on_one_spot_get_names_that_cover_no_other_name_or_point():
+    # A 1-epoch sweep: four runs with the same top-1 within a second of each other, one elsewhere.
+    same = [run_of(f"run-{i}", 0.281, 0.1 * i, minutes=0.0110 + 0.0004 * i) for i in range(4)]
+    runs = compare([*same, run_of("longer", 0.437, 0.5, minutes=0.0216)])
+    fig = figure(runs, {})
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    scatter = fig.axes[0]
+    labels = {text.get_text(): text for text in scatter.texts}
+    assert set(labels) == {run.name for run in runs}
+    # The names' own boxes (an Annotation's extent would include its leader line).
+    boxes = {name: Text.get_window_extent(label, renderer) for name, label in labels.items()}
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes.values()) for b in list(boxes.values())[i + 1:])
+    dots = {run.name: scatter.transData.transform((run.metrics["train_minutes"], run.top1 * 100)) for run in runs}
+    for name, box in boxes.items():
+        assert not any(box.contains(*xy) for other, xy in dots.items() if other != name), name
+    colours = [tuple(dot.get_facecolor()[0]) for dot in scatter.collections]
+    assert [tuple(labels[run.name].get_color()) for run in runs] == colours  # a name in its point's colour
+    # The lone run keeps its name beside it; a name that had to move is tied to its point.
+    assert labels["longer"].arrow_patch is None
+    moved = [name for name, label in labels.items() if label.xyann[1] != labels["longer"].xyann[1]]
+    assert moved and all(labels[name].arrow_patch is not None for name in moved)
+
+
 def test_outside_a_repository_one_line_names_the_folder(tmp_path, capsys):
     from tinyclf.compare import main
 
@@ -84,5 +110,6 @@ def test_a_plot_that_is_neither_png_nor_html_is_refused_before_reading_runs(tmp_
     from tinyclf.compare import main
 
     assert main(["--repo", str(tmp_path), "--plot", str(tmp_path / "compare.svg")]) != 0
-    assert capsys.readouterr().err.strip() == f"tinyclf compare: {tmp_path / 'compare.svg'}: --plot writes a .png or an .html file"
+    assert capsys.readouterr().err.strip() == (f"tinyclf compare: {tmp_path / 'compare.svg'}: "
+                                               "--plot writes a .png or an .html file")
     assert not (tmp_path / "compare.svg").exists()
