@@ -67,15 +67,17 @@ def label_points(fig: Figure, axes, points: list[tuple[str, tuple[float, float],
     line when it had to move."""
     fig.draw_without_rendering()  # the final axes size and limits, so pixel distances are real ones
     renderer = fig.canvas.get_renderer()
+    # Every dot is in the way, a label's own too: a label starts 5 points right of its point, clear
+    # of its own dot (4 points each side), so only other dots can stop it.
     taken = [_dot_box(axes, xy, fig.dpi) for _, xy, _ in points]
     for name, xy, colour in points:
-        own_dot = _dot_box(axes, xy, fig.dpi)
+        probe = axes.annotate(name, xy, textcoords="offset points", xytext=(5, BESIDE), **LABEL_STYLE)
         for offset in _slots():
-            probe = axes.annotate(name, xy, textcoords="offset points", xytext=(5, offset), **LABEL_STYLE)
+            probe.xyann = (5, offset)
             box = probe.get_window_extent(renderer)
-            probe.remove()
-            if not any(box.overlaps(other) for other in taken if other is not own_dot):
+            if not any(box.overlaps(other) for other in taken):
                 break
+        probe.remove()
         leader = None if offset == BESIDE else {"arrowstyle": "-", "linewidth": 0.8, "color": colour,
                                                 "relpos": (0, 0.5), "shrinkB": 3}
         label = axes.annotate(name, xy, textcoords="offset points", xytext=(5, offset), arrowprops=leader,
