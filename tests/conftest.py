@@ -26,7 +26,7 @@ def pytest_configure(config):
     """Everything the suite and its children write to the system temp folder goes under pytest's
     base folder, which the retention policy (pyproject.toml) deletes after a passing run.
 
-    Without this, a run left about 40 files and folders in /tmp: torchrun's empty torchelastic_*
+    Without this, a run left about 45 files and folders in /tmp: torchrun's empty torchelastic_*
     folders, 155 MB of torch.compile's inductor cache, gradio_client's downloads, and one file per
     dvc command from DVC's usage-analytics daemon. Analytics are off as well: a test should not
     start a process that phones home (offline it only waits and fails). A hook, not a fixture:

@@ -9,7 +9,7 @@ from support.suite_order import LONGEST_MODULES
 
 def test_the_longest_modules_named_for_the_workers_exist():
     missing = [module for module in LONGEST_MODULES if not (REPO / module).is_file()]
-    assert not missing, f"tests/conftest.py LONGEST_MODULES names modules that do not exist: {missing}"
+    assert not missing, f"tests/support/suite_order.py LONGEST_MODULES names modules that do not exist: {missing}"
     assert len(set(LONGEST_MODULES)) == len(LONGEST_MODULES)
 
 

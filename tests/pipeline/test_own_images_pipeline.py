@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 from support import own_images
-from support.helpers import REAL_SUBSET, make_repo_copy, run, shrunk_params, venv_env
+from support.helpers import REAL_SUBSET, free_port, make_repo_copy, run, shrunk_params, venv_env
 
 pytestmark = pytest.mark.slow
 CLASSES = 10
@@ -81,7 +81,7 @@ def test_the_demo_serves_the_folder_model_with_its_names(pipeline, tmp_path):
     metrics) serves the model trained on the user's photos: gradio_client gets `tinyclf predict`'s
     top-5, with the readable names from classes.txt, for one of those photos."""
     from gradio_client import Client, handle_file
-    from support.browser import assert_same_top5, free_port, server_env, serving
+    from support.browser import assert_same_top5, server_env, serving
 
     repo, env, spec, _ = pipeline
     photo = spec.root / spec.rotated

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.browser import (assert_same_top5, chrome, expected_rows, free_port, screenshot, server_env, serving,
+from support.browser import (assert_same_top5, chrome, expected_rows, screenshot, server_env, serving,
                              upload, wait_for, wait_for_top5)
 from support.demo_model import CLASSES
-from support.helpers import REAL_SUBSET
+from support.helpers import REAL_SUBSET, free_port
 
 from tinyclf.serve.demo import pick_examples
 from tinyclf.serve.predictor import load_predictor, read_image

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.bombs import png_bomb
-from support.browser import chrome, free_port, server_env, serving, upload, wait_for
-from support.helpers import REAL_SUBSET
+from support.browser import chrome, server_env, serving, upload, wait_for
+from support.helpers import REAL_SUBSET, free_port
 
 from tinyclf.serve.predictor import load_predictor, read_image
 from tinyclf.serve.webui import MAX_UPLOAD

@@ -18,9 +18,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.browser import (assert_same_top5, chrome, expected_rows, free_port, require_browser, screenshot,
+from support.browser import (assert_same_top5, chrome, expected_rows, require_browser, screenshot,
                              server_env, serving, upload, wait_for_top5)
-from support.helpers import REAL_SUBSET, REPO
+from support.helpers import REAL_SUBSET, REPO, free_port
 from support.served_model import train_and_export
 
 from tinyclf.serve.predictor import load_predictor, read_image

@@ -11,6 +11,7 @@ import copy
 import importlib.util
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -169,3 +170,10 @@ def torchvision_cifar_splits(archive: Path, dataset: str, root: Path):
             return True
 
     return Generated(root, train=True, download=False), Generated(root, train=False, download=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -59,6 +59,7 @@ def _sbin_path() -> str:
 
 
 def _free_port() -> int:
+    # Not support.helpers.free_port: this file also runs as a script (above), without the support package.
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -20,15 +20,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
-from support.helpers import REPO, shrunk_params, venv_env, write_params
+from support.helpers import REPO, free_port, shrunk_params, venv_env, write_params
 from support.multinode import OUTPUTS, assert_matches_one_process, reference_params, run_one_process
 from support.synthetic_prepared import write_prepared
 
@@ -37,12 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # The stage command of README.md "On N nodes", with its relative paths (run from each node's directory).
 STAGE = [str(REPO / "stages" / "train.py"), "--data", "data/prepared", "--model-out", "models/model.pt",
          "--live", "results/train", "--checkpoints", "checkpoints", "--no-progress"]
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun(node_rank: int, port: int, nnodes: int = 2, rdzv_conf: str | None = None) -> list[str]:
