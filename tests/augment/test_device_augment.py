@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinyclf.augment.device import (DeviceAugment, color_jitter, pad_crop, random_erasing, resized_crop, rrc_boxes,
-                                    sample_keys, uniforms)
+from tinyclf.augment.device import (LUMA, DeviceAugment, color_jitter, pad_crop, random_erasing, resized_crop,
+                                    rrc_boxes, sample_keys, uniforms)
 from tinyclf.augment.per_image import PAD_BORDER, RRC_RATIO, SampleSeeder
 from tinyclf.params import TrainParams
 
@@ -58,6 +58,14 @@ def test_a_samples_numbers_depend_on_seed_epoch_and_index_only():
     corr = np.corrcoef(u.numpy().T)
     assert np.abs(corr - np.eye(8)).max() < 0.1
     assert ks_statistic(flat.numpy(), np.random.default_rng(0).random(8000)) < 0.03
+
+
+def test_the_sample_keys_stay_what_they_were():
+    """Keys pinned from the version that hashed seed and epoch on the device: moving that hash to the
+    host changed no augmentation, so a run resumed across the change continues the same stream."""
+    indices = torch.tensor([0, 1, 2, 99999, 2**31 + 5])
+    assert sample_keys(42, 0, indices).tolist() == [2946071039, 389576411, 2776630649, 694207944, 1478069545]
+    assert sample_keys(7, 149, indices).tolist() == [1248380447, 2836607533, 1186773554, 3374345718, 131650078]
 
 
 def test_augment_of_a_sample_does_not_depend_on_its_batch(batch):
@@ -162,11 +170,12 @@ def test_color_jitter_factors_stay_in_range_and_vary():
     x = torch.full((400, 3, 4, 4), 0.5)
     x[:, 0] = 0.3  # some colour, so saturation has something to change
     u = uniforms(sample_keys(0, 0, torch.arange(400)), 3)
-    out = color_jitter(x.clone(), 0.4, u)
+    luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+    out = color_jitter(x.clone(), 0.4, u, luma)
     assert (out >= 0).all() and (out <= 1).all()
     mean_level = out.mean(dim=(1, 2, 3))
     assert mean_level.std() > 0.05  # brightness varies from sample to sample
-    assert torch.equal(color_jitter(x.clone(), 0.4, torch.full((400, 3), 0.5)), x)  # factor 1: unchanged
+    assert torch.equal(color_jitter(x.clone(), 0.4, torch.full((400, 3), 0.5), luma), x)  # factor 1: unchanged
 
 
 def test_random_erasing_erases_the_asked_share_with_a_rectangle_of_noise():

@@ -137,6 +137,7 @@ def test_a_resume_with_another_balance_is_refused():
 
 def test_a_balanced_epoch_on_the_device_backend_stays_sync_free(tmp_path, monkeypatch):
     """The balanced order is built once per epoch from tensors: the steady epoch reads no more often."""
-    reads, steps, metrics = steady_epoch(tmp_path, monkeypatch, sync_every=8, train__balance="sampler")
-    assert reads <= steps // 8, reads
-    assert metrics["images"] == 24 * 8
+    epoch = steady_epoch(tmp_path, monkeypatch, sync_every=8, train__balance="sampler")
+    assert epoch.reads <= epoch.steps // 8, epoch.reads
+    assert epoch.metrics["images"] == 24 * 8
+    assert epoch.from_python_data == []

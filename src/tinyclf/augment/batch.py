@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from tinyclf.loading.normalize import to_model_input
+from tinyclf.loading.normalize import ModelInput
 
 
 class BatchPreparer:
@@ -23,11 +23,11 @@ class BatchPreparer:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], *, channels_last: bool, normalize: bool = True,
                  erasing=None, mixup=None):
-        self.mean, self.std, self.channels_last, self.normalize = mean, std, channels_last, normalize
+        self.to_input = ModelInput(mean, std, channels_last=channels_last) if normalize else None
         self.erasing, self.mixup = erasing, mixup
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        x = to_model_input(images, self.mean, self.std, channels_last=self.channels_last) if self.normalize else images
+        x = self.to_input(images) if self.to_input is not None else images
         if self.erasing is not None:
             x = self.erasing(x)
         if self.mixup is not None:

@@ -3,12 +3,17 @@
 The `device` backend's counterpart of the per-image albumentations pipeline (`augment.per_image.build_augment`),
 with the same options except the policies: pad_crop or random_resized_crop, horizontal flip,
 color jitter, then (on the normalized batch) random erasing. Mixup/CutMix follow in
-`recipe.BatchPreparer`, as for the other backend.
+`augment.batch.BatchPreparer`, as for the other backend.
 
 Randomness: each sample's random numbers are a counter-based hash of (seed, epoch, index, draw),
-computed on the device in integer arithmetic (`sample_uniforms`). So an image gets the same crop
-whatever the batch it lands in, the number of processes, or where a run was resumed, and the
-same numbers on CPU and CUDA; nothing is drawn from a global RNG and nothing is read back to the host.
+computed in integer arithmetic (`sample_keys`, `uniforms`): seed and epoch on the host as Python
+integers, the indices on the device. So an image gets the same crop whatever the batch it lands
+in, the number of processes, or where a run was resumed, and the same numbers on CPU and CUDA;
+nothing is drawn from a global RNG and nothing is read back to the host.
+
+No tensor is made from Python numbers per batch: on a GPU that is a synchronous copy from
+pageable host memory, which stops the CPU from running ahead. The constants (normalization,
+luma weights) are built once per device (`DeviceAugment.constants`).
 
 Geometry follows the per-image pipeline: pad_crop is a reflect-101 padded random window (one
 gather: padding, crop and flip folded into per-sample row and column indices); random_resized_crop
@@ -19,6 +24,7 @@ bilinear `grid_sample` the way cv2.resize's INTER_LINEAR does.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -53,11 +59,22 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _hash32_host(x: int) -> int:
+    """`_hash32` of one Python integer in [0, 2^32), on the host (the same bits)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
 def sample_keys(seed: int, epoch: int, indices: torch.Tensor) -> torch.Tensor:
-    """One 32-bit key per sample from (seed, epoch, dataset index), int64 on the indices' device."""
-    base = _hash32(torch.tensor((seed & _MASK32) ^ 0x9E3779B9, dtype=torch.int64, device=indices.device))
-    base = _hash32(base ^ (epoch & _MASK32))
-    return _hash32(base ^ (indices.to(torch.int64) & _MASK32))
+    """One 32-bit key per sample from (seed, epoch, dataset index), int64 on the indices' device.
+
+    Seed and epoch are mixed on the host: a Python integer joins the device's arithmetic as a
+    kernel argument, where a tensor made of it would be a copy to the device every batch."""
+    base = _hash32_host(_hash32_host((seed & _MASK32) ^ 0x9E3779B9) ^ (epoch & _MASK32))
+    return _hash32((indices.to(torch.int64) & _MASK32) ^ base)
 
 
 def uniforms(keys: torch.Tensor, count: int, offset: int = 0) -> torch.Tensor:
@@ -78,6 +95,15 @@ _NOISE_DOMAIN = 1 << 20  # erasing noise is keyed by pixel, in its own range of 
 
 
 # ------------------------------------------------------------------------------ the augment
+@dataclass(frozen=True)
+class AugmentConstants:
+    """Per-channel constants on one device, shaped 1×3×1×1 (float32)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    luma: torch.Tensor
+
+
 class DeviceAugment:
     """A uint8 N×3×H×W batch of dataset images -> the augmented, normalized model input (float32).
 
@@ -95,6 +121,15 @@ class DeviceAugment:
         self.erasing = train_params.random_erasing
         self.size, self.seed, self.channels_last = image_size, seed, channels_last
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self._constants: dict[torch.device, AugmentConstants] = {}
+
+    def constants(self, device: torch.device) -> AugmentConstants:
+        """The per-channel constants on `device`, made once (a copy to a GPU per batch would wait for it)."""
+        if device not in self._constants:
+            def channels(values):
+                return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            self._constants[device] = AugmentConstants(channels(self.mean), channels(self.std), channels(LUMA))
+        return self._constants[device]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -109,20 +144,19 @@ class DeviceAugment:
             x = resized_crop(images, self.size, *rrc_boxes(images.shape[2], images.shape[3], self.scale,
                                                             u[:, _RRC:_JITTER], u[:, _CROP_X], u[:, _CROP_Y]), flip)
         x = x.mul_(1.0 / 255)
+        constants = self.constants(x.device)
         if self.jitter > 0:
-            x = color_jitter(x, self.jitter, u[:, _JITTER:_ERASE])
-        x = normalize(x, self.mean, self.std)
+            x = color_jitter(x, self.jitter, u[:, _JITTER:_ERASE], constants.luma)
+        x = normalize(x, constants.mean, constants.std)
         if self.erasing > 0:
             x = random_erasing(x, self.erasing, u[:, _ERASE:], keys)
         # The memory format the model runs in (channels_last: NHWC, faster convolutions on GPUs).
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(x - mean) / std per channel, in place, for x on the 0-1 scale."""
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x.sub_(mean_t).div_(std_t)
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std per channel, in place, for x on the 0-1 scale (mean, std: 1×3×1×1 on x's device)."""
+    return x.sub_(mean).div_(std)
 
 
 # ------------------------------------------------------------------------------ geometry
@@ -195,15 +229,14 @@ def resized_crop(images: torch.Tensor, size: int, x0: torch.Tensor, y0: torch.Te
 
 
 # ------------------------------------------------------------------------------ colour and erasing
-def color_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, strength: float, u: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, then saturation, each by a factor uniform in [1 - s, 1 + s] (0-1 images).
 
     The same factors as albumentations' ColorJitter(s, s, s, hue=0) of the per-image backend, in a
-    fixed order where it picks a random one.
+    fixed order where it picks a random one. `luma`: the LUMA weights, 1×3×1×1 on x's device.
     """
     lo, hi = max(0.0, 1 - strength), 1 + strength
     factors = (lo + (hi - lo) * u).view(-1, 3, 1, 1, 1)  # (N, 3 kinds, 1, 1, 1)
-    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     x = (x * factors[:, 0]).clamp_(0, 1)
     gray_mean = (x * luma).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
     x = ((x - gray_mean) * factors[:, 1] + gray_mean).clamp_(0, 1)

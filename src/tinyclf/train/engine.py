@@ -114,7 +114,8 @@ class _DeviceSums:
     step whose loss was not finite (-1: none), in one float64 tensor on the device."""
 
     def __init__(self, device: torch.device):
-        self.values = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64, device=device)
+        self.values = torch.zeros(3, dtype=torch.float64, device=device)  # filled there: no copy from the host
+        self.values[2] = -1.0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, hard_labels: torch.Tensor) -> None:
         n = hard_labels.shape[0]
