@@ -1,19 +1,23 @@
 """The resume checkpoint `checkpoints/last.pt`: what a run saves, how it is restored, and the
 refusal of a checkpoint made with parameters that change the result.
 
-`RunCheckpoint` pairs the two halves a run uses: `save(progress)` (every rank calls it: it
-gathers their RNG states and sums; rank 0 writes atomically) and, on start, `load_for_resume()`
-then `restore(state, progress)`. `resume_state(checkpoint_dir, fingerprint, info)` is the same
-decision before the trainables exist: a fresh run loads `train.init`, a resumed one must not.
+On start, `resume_state(checkpoint_dir, fingerprint, info)` decides before the trainables exist (a
+fresh run loads `train.init`, a resumed one must not); `RunCheckpoint` then pairs the two halves a
+run uses: `restore(state, progress)` and `save(progress)` (every rank calls it: it gathers their
+RNG states and sums; rank 0 writes atomically).
 
 One file, written by rank 0, holding:
   format, fingerprint, complete (the run finished), epoch (epochs completed), update (optimizer
   steps in total), micro_in_epoch (micro-batches of epoch `epoch` already consumed: 0 at an epoch
   boundary), model / ema / optimizer / scheduler / scaler state dicts, init (what the run's starting
   weights were, `tinyclf.model.init_weights`: the resumed run reports it too), world_size, and `ranks`: one
-  entry per rank (gathered to rank 0) with that rank's RNG states (torch CPU, CUDA, numpy, python)
-  and its running sums of the unfinished epoch.
+  entry per rank (gathered to rank 0) with that rank's RNG states (torch CPU, its own GPU's, numpy,
+  python) and its running sums of the unfinished epoch.
 Everything is a tensor or a plain type, so `torch.load(weights_only=True)` reads it.
+
+A rank's CUDA RNG state is its own device's (`cuda_device`), so a run resumes with fewer visible
+GPUs per process; a checkpoint of the older layout (`cuda`: every visible GPU's state) still loads,
+each rank taking its own device's entry when the list has one.
 
 What to do with an existing checkpoint (`resume_decision`):
 - no file, or a `complete` one (the previous run finished: nothing to resume, and a finished run
@@ -131,18 +135,50 @@ def resume_decision(path: str | Path, current_fingerprint: dict) -> dict | None:
 def resume_state(checkpoint_dir: str | Path, fingerprint: dict, info: DistInfo) -> dict | None:
     """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused.
 
-    Only rank 0 is sure to see the file (several nodes): it decides and sends the state to the others.
+    Rank 0 decides and sends only the decision, with the position it resumes from; every other rank
+    then reads the file itself, from its own node (the checkpoint folder must be on storage every
+    node sees, as the stage's other paths are). Sending the state instead would pickle the weights
+    and optimizer state into one tensor on every GPU, after the data has filled them.
     """
-    decision = None
+    path = checkpoint_path(checkpoint_dir)
+    state, decision = None, None
     if info.is_main:
         try:
-            decision = ("ok", resume_decision(checkpoint_path(checkpoint_dir), fingerprint))
+            state = resume_decision(path, fingerprint)
+            decision = ("resume", _position(state)) if state is not None else ("fresh", None)
         except CheckpointError as exc:
             decision = ("error", str(exc))
-    kind, state = distributed.broadcast_from_main(decision, info)
+    kind, detail = distributed.broadcast_from_main(decision, info)
     if kind == "error":
-        raise CheckpointError(state)
+        raise CheckpointError(detail)
+    if kind == "fresh" or not info.distributed:
+        return state
+    error = None
+    if not info.is_main:
+        state, error = _read_what_main_read(path, detail)
+    # When any rank cannot, every rank stops with the reason: none waits in the next collective.
+    if distributed.any_rank([error is not None], info)[0]:
+        raise CheckpointError(f"rank {info.rank}: {error}" if error else "another process could not read the "
+                              "checkpoint rank 0 resumes from (it names the problem)")
     return state
+
+
+def _position(state: dict) -> dict:
+    """Where a checkpoint stands: what every rank's copy must agree on."""
+    return {key: state[key] for key in ("epoch", "update", "micro_in_epoch", "world_size")}
+
+
+def _read_what_main_read(path: Path, position: dict) -> tuple[dict | None, str | None]:
+    """This rank's own read of the checkpoint rank 0 decided to resume, checked to be the same one:
+    (state, None), or (None, why not)."""
+    try:
+        state = load(path)
+    except CheckpointError as exc:
+        return None, f"{exc} (rank 0 resumes from it: every node must see the same checkpoint folder)"
+    if _position(state) != position:
+        return None, (f"{path} on this node is at {_position(state)}, rank 0's at {position}: every node must see "
+                      "the same checkpoint folder")
+    return state, None
 
 
 @dataclass
@@ -166,10 +202,6 @@ class RunCheckpoint:
         self.fingerprint = fingerprint
         self.parts = parts
         self.info = info
-
-    def load_for_resume(self) -> dict | None:
-        """The state to resume from (on every rank), or None to start fresh; CheckpointError if refused."""
-        return resume_state(self.path.parent, self.fingerprint, self.info)
 
     def restore(self, state: dict, progress: Progress) -> bool:
         """Load `state` into the trainables and `progress`. Returns True when this rank's RNG streams and
@@ -260,7 +292,8 @@ def capture_rng() -> dict:
         },
         "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
                    "gauss_next": py_state[2]},
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # This rank's own GPU only: the others belong to other ranks, and a resumed run may see fewer.
+        "cuda_device": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None,
     }
     return out
 
@@ -271,5 +304,17 @@ def restore_rng(state: dict) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        own = _own_cuda_state(state, device)
+        if own is not None:
+            torch.cuda.set_rng_state(own, device)
+
+
+def _own_cuda_state(state: dict, device: int) -> torch.Tensor | None:
+    """This rank's GPU RNG state: `cuda_device`, or from the older layout's list of every visible
+    GPU, the entry of this device when there is one (None: the stream starts from the seed)."""
+    if state.get("cuda_device") is not None:
+        return state["cuda_device"]
+    every_gpu = state.get("cuda") or []
+    return every_gpu[device] if device < len(every_gpu) else None

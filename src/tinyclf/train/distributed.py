@@ -119,6 +119,17 @@ def broadcast_from_main(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) into `module` on every rank, in place.
+
+    Each rank's last forward updated its own statistics from its own shard; rank 0's are the ones
+    the model file gets, so validation on every rank must use them."""
+    if not info.distributed:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

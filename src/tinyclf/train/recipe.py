@@ -30,6 +30,9 @@ from torch import nn
 from tinyclf.errors import TinyclfError
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# bf16 runs natively from compute capability 8.0 (A100, A10, L4, H100) on; older cards (T4, V100)
+# emulate it or have no bf16 convolutions, so `auto` takes fp16 with its GradScaler there.
+NATIVE_BF16_CAPABILITY = (8, 0)
 
 
 class TrainingError(TinyclfError):
@@ -68,12 +71,32 @@ def scaled_lr(train_params) -> float:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA, fp32 on CPU; fp16 needs CUDA."""
+    """auto -> bf16 on a CUDA card with native bf16, fp16 (+ GradScaler) on an older one, fp32 on
+    CPU; fp16 needs CUDA."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if _native_bf16(device) else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise TrainingError("train.precision=fp16 needs a CUDA device (GradScaler); use fp32 or bf16 on CPU")
     return precision
+
+
+def precision_note(precision: str, device: torch.device) -> str | None:
+    """The run log's line when the card decided the precision: `auto` took fp16 on a card without
+    native bf16, or bf16 was asked of such a card; None otherwise."""
+    if device.type != "cuda" or _native_bf16(device) or precision not in ("auto", "bf16"):
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    card = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    if precision == "auto":
+        return f"train: precision auto -> fp16 with GradScaler: {card} has no native bf16 (it needs 8.0)"
+    return (f"train: train.precision=bf16 on {card}: bf16 is emulated or unsupported below compute capability 8.0; "
+            "auto (fp16 there) is faster")
+
+
+def _native_bf16(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:

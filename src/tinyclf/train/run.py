@@ -68,8 +68,8 @@ from tinyclf.train.distributed import DistInfo
 from tinyclf.train.engine import (NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch,
                                   unwrap)
 from tinyclf.train.recipe import (AUTOCAST_DTYPES, StepPlan, TrainingError, build_loss_and_mixup, build_optimizer,
-                                  build_scheduler, configure_determinism, plan_steps, resolve_aug_backend,
-                                  resolve_compile, resolve_precision, scaled_lr, seed_everything)
+                                  build_scheduler, configure_determinism, plan_steps, precision_note,
+                                  resolve_aug_backend, resolve_compile, resolve_precision, scaled_lr, seed_everything)
 from tinyclf.train.run_log import RunLog, say
 
 COLLECTIVE_TIMEOUT_S = 600.0
@@ -194,6 +194,9 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
         log = RunLog(paths.live, params.to_dict(), start_epoch=progress.epoch,
                      resuming=progress.epoch > 0 or progress.update > 0)
         say(describe_run(run, data))
+        note = precision_note(train_params.precision, info.device)
+        if note:
+            say(note)
     cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
                    info.world_size)
     evals: dict[str, dict] = {}
@@ -484,12 +487,16 @@ def _refuse_non_finite_weights(model: nn.Module, progress: Progress) -> None:
 
 
 def validate(run: RunSetup, parts: Trainables, data: TrainData) -> dict[str, dict]:
-    """Val loss/top-1/top-5 of the EMA weights (when there are some) and of the raw weights, exact over ranks."""
+    """Val loss/top-1/top-5 of the EMA weights (when there are some) and of the raw weights, exact over
+    ranks, with rank 0's BatchNorm statistics on every rank: those are what the model file gets (each
+    rank's last forward updated its own from its shard; DDP hands rank 0's out again at the next one)."""
     options = dict(to_input=ModelInput(data.mean, data.std, channels_last=run.train.channels_last), info=run.info,
                    autocast_dtype=run.autocast_dtype)
     evals = {}
     if parts.ema is not None:
+        distributed.broadcast_buffers(parts.ema.module, run.info)
         evals["ema"] = evaluate(parts.ema.module, data.val_batches, **options)
+    distributed.broadcast_buffers(parts.model, run.info)
     evals["raw"] = evaluate(parts.model, data.val_batches, **options)
     return evals
 
