@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support.device_rounding import near_a_rounding
 
 from tinyclf.augment.device import (LUMA, DeviceAugment, color_jitter, pad_crop, random_erasing, resized_crop,
                                     rrc_boxes, sample_keys, uniforms)
@@ -198,3 +199,32 @@ def test_random_erasing_erases_the_asked_share_with_a_rectangle_of_noise():
 def test_policies_are_for_the_per_image_backend():
     with pytest.raises(ValueError, match="train.policy needs train.aug_backend: workers"):
         DeviceAugment(tp_with(policy="randaugment"), SIZE, MEAN, STD, seed=0, channels_last=False)
+
+
+# ------------------------------------------------------------------------------ across devices
+def test_a_device_whose_exp_differs_slightly_moves_only_the_samples_near_a_rounding(monkeypatch):
+    """tests/train/test_cuda.py compares CUDA with the CPU tolerating exactly the samples
+    support/device_rounding.py names. Emulated here: a device whose exp differs slightly changes
+    those samples and no others, and one whose exp differs by more is caught."""
+    n = 2048
+    images = torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    indices = torch.arange(n)
+    aug = DeviceAugment(tp_with(crop="random_resized_crop", color_jitter=0.3, random_erasing=0.25), SIZE, MEAN, STD,
+                        seed=3, channels_last=True)
+    here = aug(images, indices, epoch=2)
+    near = near_a_rounding(aug, SIZE, SIZE, indices, epoch=2)
+    exp = torch.Tensor.exp
+
+    def changed_on_a_device_with_exp_off_by(relative: float) -> torch.Tensor:
+        monkeypatch.setattr(torch.Tensor, "exp", lambda t: exp(t) * (1 + relative))
+        try:
+            there = aug(images, indices, epoch=2)
+        finally:
+            monkeypatch.setattr(torch.Tensor, "exp", exp)
+        return (here - there).abs().flatten(1).amax(dim=1) >= 1e-3
+
+    # 1e-4: hundreds of ulps, more than CPU and CUDA kernels differ by, and enough to move a few sides here.
+    slightly = changed_on_a_device_with_exp_off_by(1e-4)
+    assert slightly.any() and not (slightly & ~near).any()
+    assert near.float().mean() < 0.1  # the tolerance leaves most samples compared exactly
+    assert (changed_on_a_device_with_exp_off_by(1e-2) & ~near).any()

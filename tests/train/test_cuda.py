@@ -91,19 +91,26 @@ def test_deterministic_training_on_cuda_repeats_bit_for_bit(tmp_path, prepared):
 
 
 def test_device_augmentation_is_the_same_on_cuda_and_cpu():
+    """Integer draws are identical. Float kernels (grid_sample, log/cos) differ in the last bits, and
+    a box side computed with exp and sqrt within a hair of x.5 may round to another pixel on CUDA:
+    exactly those samples (support/device_rounding.py) may differ, no others, and they are few."""
+    from support.device_rounding import near_a_rounding
+
     from tinyclf.augment.device import DeviceAugment, sample_keys, uniforms
     from tinyclf.params import TrainParams
 
-    indices = torch.arange(1000, 1064)
+    indices = torch.arange(1000, 1256)
     assert torch.equal(uniforms(sample_keys(3, 2, indices.to(CUDA)), 44).cpu(), uniforms(sample_keys(3, 2, indices), 44))
-    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    images = torch.randint(0, 256, (len(indices), 3, 32, 32), dtype=torch.uint8)
     for crop in ("pad_crop", "random_resized_crop"):
         tp = TrainParams(crop=crop, color_jitter=0.3, random_erasing=0.25)
         aug = DeviceAugment(tp, 32, [0.5] * 3, [0.25] * 3, seed=3, channels_last=True)
         on_cpu = aug(images, indices, epoch=2)
         on_cuda = aug(images.to(CUDA), indices.to(CUDA), epoch=2).cpu()
-        # Integer draws are identical; float kernels (grid_sample, log/cos) differ in the last bits.
-        assert (on_cpu - on_cuda).abs().max() < 1e-3, crop
+        differ = (on_cpu - on_cuda).abs().flatten(1).amax(dim=1) >= 1e-3
+        near = near_a_rounding(aug, 32, 32, indices, epoch=2)
+        assert not (differ & ~near).any(), (crop, (differ & ~near).nonzero().flatten().tolist())
+        assert near.float().mean() < 0.1, crop
 
 
 def _steady_setup(prepared, device, **overrides):

@@ -195,20 +195,28 @@ def rrc_boxes(h: int, w: int, scale: tuple[float, float], u_tries: torch.Tensor,
     `u_tries` holds 2 uniforms per try (area, log aspect ratio); the first try that fits wins, the
     whole image if none does (as torchvision, for images whose aspect lies inside `ratio`).
     """
+    cw, ch = (side.round() for side in rrc_sides(h, w, scale, u_tries, ratio))
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = ok.float().argmax(dim=1, keepdim=True)  # first try that fits (0 if none)
+    found = ok.any(dim=1)
+    cw = torch.where(found, cw.gather(1, first).squeeze(1), torch.full_like(cw[:, 0], w))
+    ch = torch.where(found, ch.gather(1, first).squeeze(1), torch.full_like(ch[:, 0], h))
+    x0 = (ux * (w - cw + 1)).floor().clamp_(max=w - cw)
+    y0 = (uy * (h - ch + 1)).floor().clamp_(max=h - ch)
+    return x0, y0, cw, ch
+
+
+def rrc_sides(h: int, w: int, scale: tuple[float, float], u_tries: torch.Tensor,
+              ratio: tuple[float, float] = RRC_RATIO) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each try's box width and height before rounding (N × tries each): sqrt(area · r), sqrt(area / r).
+
+    exp and sqrt may differ by an ulp between devices, so a side this close to x.5 can round to
+    another pixel count on another device (tests/support/device_rounding.py finds such samples)."""
     tries = u_tries.shape[1] // 2
     area = (scale[0] + (scale[1] - scale[0]) * u_tries[:, :tries]) * (h * w)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     r = (log_lo + (log_hi - log_lo) * u_tries[:, tries:]).exp()
-    cw = (area * r).sqrt().round()
-    ch = (area / r).sqrt().round()
-    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-    first = ok.float().argmax(dim=1, keepdim=True)  # first try that fits (0 if none)
-    found = ok.any(dim=1)
-    cw = torch.where(found, cw.gather(1, first).squeeze(1), torch.full_like(area[:, 0], w))
-    ch = torch.where(found, ch.gather(1, first).squeeze(1), torch.full_like(area[:, 0], h))
-    x0 = (ux * (w - cw + 1)).floor().clamp_(max=w - cw)
-    y0 = (uy * (h - ch + 1)).floor().clamp_(max=h - ch)
-    return x0, y0, cw, ch
+    return (area * r).sqrt(), (area / r).sqrt()
 
 
 def resized_crop(images: torch.Tensor, size: int, x0: torch.Tensor, y0: torch.Tensor, cw: torch.Tensor,
@@ -248,10 +256,7 @@ def random_erasing(x: torch.Tensor, probability: float, u: torch.Tensor, keys: t
     """timm's RandomErasing (pixel mode) for a normalized batch: with `probability`, one rectangle of
     2%-1/3 of the image, aspect 0.3-3.3 (first of 10 tries that fits), filled with N(0, 1) noise."""
     n, c, h, w = x.shape
-    area = h * w * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 1:1 + ERASE_TRIES])
-    aspect = (ERASE_LOG_RATIO[0] + (ERASE_LOG_RATIO[1] - ERASE_LOG_RATIO[0])
-              * u[:, 1 + ERASE_TRIES:1 + 2 * ERASE_TRIES]).exp()
-    eh, ew = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    eh, ew = (side.round() for side in erase_sides(h, w, u))
     fits = (eh < h) & (ew < w) & (eh > 0) & (ew > 0)
     first = fits.float().argmax(dim=1, keepdim=True)
     eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
@@ -264,6 +269,15 @@ def random_erasing(x: torch.Tensor, probability: float, u: torch.Tensor, keys: t
               & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + ew)[:, None]))[:, None, :])
     mask = (inside & erase[:, None, None])[:, None]  # N, 1, H, W
     return torch.where(mask, _normal_noise(keys, (c, h, w)).to(x.dtype), x)
+
+
+def erase_sides(h: int, w: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each try's erased height and width before rounding (N × ERASE_TRIES each), from the erasing
+    uniforms `u` (as `random_erasing` takes them); like `rrc_sides`, they round on the device."""
+    area = h * w * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 1:1 + ERASE_TRIES])
+    aspect = (ERASE_LOG_RATIO[0] + (ERASE_LOG_RATIO[1] - ERASE_LOG_RATIO[0])
+              * u[:, 1 + ERASE_TRIES:1 + 2 * ERASE_TRIES]).exp()
+    return (area * aspect).sqrt(), (area / aspect).sqrt()
 
 
 def _normal_noise(keys: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
