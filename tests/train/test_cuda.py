@@ -48,13 +48,15 @@ def train(tmp_path, prepared, name: str, **overrides) -> dict:
             "state": torch.load(out / "model.pt", weights_only=True)["state_dict"]}
 
 
-@pytest.mark.parametrize("precision, compile_", [("bf16", "auto"), ("fp16", False), ("fp32", False)])
+@pytest.mark.parametrize("precision, compile_", [("auto", "auto"), ("fp16", False), ("fp32", False)])
 def test_a_cuda_run_in_each_precision(tmp_path, prepared, precision, compile_):
-    """bf16 (the CUDA default) compiled, fp16 with its GradScaler, fp32: each trains and learns on the
-    device backend (auto on CUDA)."""
+    """auto (bf16 from compute capability 8.0, else fp16) compiled, fp16 with its GradScaler, fp32:
+    each trains and learns on the device backend (auto on CUDA)."""
     r = train(tmp_path, prepared, precision, train__precision=precision, train__compile=compile_)
     run = r["run"]
-    assert run["device_type"] == "cuda" and run["precision"] == precision and run["aug_backend"] == "device"
+    native_bf16 = torch.cuda.get_device_capability(CUDA) >= (8, 0)
+    expected = ("bf16" if native_bf16 else "fp16") if precision == "auto" else precision
+    assert run["device_type"] == "cuda" and run["precision"] == expected and run["aug_backend"] == "device"
     assert run["compile"] is (compile_ == "auto")
     assert run["gpu_hours"] > 0 and (run["mfu"] is None or run["mfu"] > 0)
     assert r["result"]["val"]["top1"] > 0.5  # 4 classes: chance 0.25
@@ -156,9 +158,11 @@ def test_evaluate_on_cuda_equals_evaluate_on_cpu(tmp_path, prepared):
     assert abs(on["cpu"]["top1"] - on["cuda"]["top1"]) <= 1 / 64  # at most one of 64 images flips
 
 
-def test_a_steady_state_step_never_waits_for_the_gpu(prepared):
-    """CUDA's sync detector during an epoch with sync_every 1000: only the epoch's last step may read."""
-    _, info, data, parts, recipe = _steady_setup(prepared, CUDA)
+@pytest.mark.parametrize("backend", ["device", "workers"])
+def test_a_steady_state_step_never_waits_for_the_gpu(prepared, backend):
+    """CUDA's sync detector during an epoch with sync_every 1000: only the epoch's last step may read,
+    on either data backend (no tensor from Python data per batch: train/test_sync_free.py on the CPU)."""
+    _, info, data, parts, recipe = _steady_setup(prepared, CUDA, train__aug_backend=backend, train__workers=1)
     seed_everything(0)
     progress = Progress()
     train_one_epoch(parts.model, data.train_batches.epoch(0), recipe, progress, micro_batches=4, info=info,
