@@ -133,6 +133,8 @@ class TrainParams:
     policy: str = _f("none", choices=("none", "trivial_augment", "randaugment"))
     random_erasing: float = _f(0.0, ge=0, le=1)
     aug_backend: str = _f("auto", choices=("auto", "workers", "device"))
+    # The device backend's splits: on the GPU when they fit (auto), always there (device), or in host memory.
+    device_data: str = _f("auto", choices=("auto", "device", "host"))
     precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: bool = _f(True)
     compile: bool | str = _f("auto")  # true, false or auto

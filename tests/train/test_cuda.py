@@ -158,11 +158,13 @@ def test_evaluate_on_cuda_equals_evaluate_on_cpu(tmp_path, prepared):
     assert abs(on["cpu"]["top1"] - on["cuda"]["top1"]) <= 1 / 64  # at most one of 64 images flips
 
 
-@pytest.mark.parametrize("backend", ["device", "workers"])
-def test_a_steady_state_step_never_waits_for_the_gpu(prepared, backend):
+@pytest.mark.parametrize("backend, device_data", [("device", "auto"), ("device", "host"), ("workers", "auto")])
+def test_a_steady_state_step_never_waits_for_the_gpu(prepared, backend, device_data):
     """CUDA's sync detector during an epoch with sync_every 1000: only the epoch's last step may read,
-    on either data backend (no tensor from Python data per batch: train/test_sync_free.py on the CPU)."""
-    _, info, data, parts, recipe = _steady_setup(prepared, CUDA, train__aug_backend=backend, train__workers=1)
+    on either data backend and with the device backend's splits in host memory (pinned staging
+    buffers, non-blocking copies; no tensor from Python data per batch: train/test_sync_free.py)."""
+    _, info, data, parts, recipe = _steady_setup(prepared, CUDA, train__aug_backend=backend, train__workers=1,
+                                                 train__device_data=device_data)
     seed_everything(0)
     progress = Progress()
     train_one_epoch(parts.model, data.train_batches.epoch(0), recipe, progress, micro_batches=4, info=info,

@@ -107,7 +107,8 @@ def mfu_text(run: dict) -> str:
     """Model FLOPs utilization from run.json, or why there is none."""
     value = run.get("mfu")
     if value is not None:
-        return f"{value:.1%} of the bf16 peak ({run.get('peak_bf16_tflops_per_gpu')} TFLOP/s per GPU)"
+        basis = f"; {run['mfu_basis']}" if run.get("mfu_basis") else ""
+        return f"{value:.1%} of the bf16 peak ({run.get('peak_bf16_tflops_per_gpu')} TFLOP/s per GPU{basis})"
     if run.get("device_type") != "cuda":
         return "n/a (not a GPU run)"
     return f"n/a (no bf16 peak known for {run.get('device')}; see tinyclf.train.cost.PEAK_BF16_TFLOPS)"

@@ -30,7 +30,7 @@ RUN_LABELS = {
     "peak_bf16_tflops_per_gpu": "bf16 peak per GPU (TFLOP/s, data sheet)",
 }
 # Shown as their own rows (cost, MFU), or said loudly elsewhere (generated).
-RUN_SKIP = ("generated", "mfu")
+RUN_SKIP = ("generated", "mfu", "mfu_basis")
 
 
 def timing_section(inputs: Inputs) -> str:

@@ -52,7 +52,7 @@ CHECKPOINT_NAME = "last.pt"
 # train key (init and balance included) and the whole data section are in the fingerprint.
 NOT_IN_FINGERPRINT = frozenset({
     "workers", "prefetch_factor", "compile", "channels_last", "nproc_per_node",
-    "checkpoint_every_steps", "deterministic", "sync_every",
+    "checkpoint_every_steps", "deterministic", "sync_every", "device_data",
 })
 
 

@@ -53,13 +53,15 @@ from tinyclf.data import arrays
 from tinyclf.environment import device_name, environment_info
 from tinyclf.errors import TinyclfError
 from tinyclf.loading.dataset import PreparedDataset
-from tinyclf.loading.device_data import DeviceSplit, DeviceTrainBatches, DeviceValBatches
+from tinyclf.loading.device_data import (SPLITS, DeviceTrainBatches, DeviceValBatches, Placement, SplitSize,
+                                         open_split, place_splits)
 from tinyclf.loading.loader import LoaderSpeed, make_loader
 from tinyclf.loading.normalize import ModelInput
 from tinyclf.loading.samplers import BalancedDraw, EpochOrder, EpochSampler, LoaderEpochs, ShardSampler, SkipSampler
 from tinyclf.model.architectures import create_model
 from tinyclf.model.file import save_model_file
 from tinyclf.model.init_weights import InitWeightsError, apply_init, describe_init
+from tinyclf.model.memory import training_memory
 from tinyclf.params import Params, TrainParams
 from tinyclf.train import checkpoint, distributed
 from tinyclf.train.checkpoint import RunCheckpoint, Trainables
@@ -125,7 +127,8 @@ class TrainData:
 
     `train_batches.epoch(epoch, skip_micro)` gives an epoch's (input, labels) micro-batches from
     `skip_micro` on; `val_batches` yields this rank's val shard as (uint8 images, labels). Both
-    backends have them: DataLoaders for `workers`, tensors on the device for `device`.
+    backends have them: DataLoaders for `workers`, tensors on the device for `device`, where
+    `placement` says which splits are on the device and which in host memory (`train.device_data`).
     """
 
     classes: dict
@@ -136,6 +139,7 @@ class TrainData:
     plan: StepPlan
     train_batches: object
     val_batches: Iterable
+    placement: Placement | None = None  # the device backend's
 
     @property
     def num_classes(self) -> int:
@@ -198,12 +202,13 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
         if note:
             say(note)
     cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
-                   info.world_size)
+                   info.world_size, compiled=resolve_compile(train_params, info.device))
     evals: dict[str, dict] = {}
     _simulate_failure_if_asked(info)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, num_epochs):
             train_stats = train_epoch(run, train_model, data, recipe, progress, ckpt, stop)
+            cost.add_epoch(train_stats["seconds"], train_stats["images"])
             evals = validate(run, parts, data)
             step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[run.weights])
             if log is not None:
@@ -231,9 +236,10 @@ def load_train_data(prepared_dir: Path, train_params, info: DistInfo) -> TrainDa
     classes = arrays.load_classes(prepared_dir)
     stats = arrays.load_stats(prepared_dir)
     backend = resolve_aug_backend(train_params, info.device)
-    load = _device_batches if backend == "device" else _loader_batches
-    num_train, num_val, plan, train_batches, val_batches = load(prepared_dir, train_params, stats, info)
-    return TrainData(classes, stats, backend, num_train, num_val, plan, train_batches, val_batches)
+    if backend == "device":
+        *loaded, placement = _device_batches(prepared_dir, train_params, stats, len(classes["classes"]), info)
+        return TrainData(classes, stats, backend, *loaded, placement=placement)
+    return TrainData(classes, stats, backend, *_loader_batches(prepared_dir, train_params, stats, info))
 
 
 def _loader_batches(prepared_dir: Path, train_params, stats: dict, info: DistInfo):
@@ -256,19 +262,25 @@ def _loader_batches(prepared_dir: Path, train_params, stats: dict, info: DistInf
     return len(train_set), len(val_set), plan, LoaderEpochs(train_loader, sampler, plan.per_rank), val_loader
 
 
-def _device_batches(prepared_dir: Path, train_params, stats: dict, info: DistInfo):
-    """The device backend: both splits held on the device, batches gathered and augmented there."""
-    train_split = DeviceSplit(prepared_dir, "train", info.device)
-    val_split = DeviceSplit(prepared_dir, "val", info.device)
-    plan = plan_steps(len(train_split), train_params, info.world_size)
-    augment = DeviceAugment(train_params, int(stats["image_size"][0]), stats["mean"], stats["std"],
+def _device_batches(prepared_dir: Path, train_params, stats: dict, num_classes: int, info: DistInfo):
+    """The device backend: each split on the device when it fits beside training (`train.device_data`,
+    decided from the arrays' headers before anything is loaded), else in host memory with each batch
+    copied over; batches augmented on the device."""
+    sizes = {split: SplitSize.read(prepared_dir, split) for split in SPLITS}
+    plan = plan_steps(sizes["train"].count, train_params, info.world_size)
+    image_size = int(stats["image_size"][0])
+    placement = place_splits({split: size.nbytes for split, size in sizes.items()}, info.device,
+                             train_params.device_data,
+                             lambda: training_memory(train_params.model, num_classes, image_size, plan.per_rank))
+    train_split, val_split = (open_split(prepared_dir, split, info.device, placement) for split in SPLITS)
+    augment = DeviceAugment(train_params, image_size, stats["mean"], stats["std"],
                             seed=train_params.seed, channels_last=train_params.channels_last)
     order = EpochOrder(train_params.seed, num_replicas=info.world_size, rank=info.rank,
                        balance=balanced_draw(train_params, train_split.host_labels))
     train_batches = DeviceTrainBatches(train_split, augment, order, per_rank=plan.per_rank,
                                        micro_per_epoch=plan.micro_per_epoch)
     val_batches = DeviceValBatches(val_split, plan.per_rank, world=info.world_size, rank=info.rank)
-    return len(train_split), len(val_split), plan, train_batches, val_batches
+    return len(train_split), len(val_split), plan, train_batches, val_batches, placement
 
 
 def balanced_draw(train_params, labels) -> BalancedDraw | None:
@@ -393,9 +405,10 @@ def describe_run(run: RunSetup, data: TrainData) -> str:
     train_params, info, stats = run.train, run.info, data.stats
     generated = "GENERATED " if stats.get("generated") else ""
     compiled = ", compiled" if resolve_compile(train_params, info.device) else ""
+    data_path = data.placement.describe() if data.placement is not None else f"{data.backend} data"
     return (f"train: {train_params.model} on {stats.get('dataset')} ({generated}{data.num_train} train / "
             f"{data.num_val} val, {data.num_classes} classes, {data.image_size}px); {info.world_size} "
-            f"process(es) on {device_name(info.device)}, {run.precision}{compiled}, {data.backend} data; "
+            f"process(es) on {device_name(info.device)}, {run.precision}{compiled}, {data_path}; "
             f"{run.num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
             f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}"
             + ("; class-balanced sampling" if train_params.balance == "sampler" else ""))
@@ -516,7 +529,7 @@ def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Traina
     final = parts.ema.module if run.weights == "ema" else parts.model
     save_model_file(paths.model_out, final, model_meta(run, data, parts.init))
     record = run_record(run, data, progress)
-    record.update(cost.record(progress.run_seconds, record["images_per_s"]))
+    record.update(cost.record(progress.run_seconds))
     atomic.write_json(paths.live / "run.json", record)
 
 
