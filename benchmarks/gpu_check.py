@@ -736,9 +736,10 @@ def _real_lines(r: dict) -> list[str]:
         lines.append(f"Not run again: {r['sized']}.")
     if "run" in r and "epochs" in r:
         run = r["run"]
+        mfu_text = "n/a" if run.get("mfu") is None else f"{run['mfu']:.1%} ({run.get('mfu_basis')})"
         lines.append(f"{r['model']}, {r['epochs']} epochs on {r['train_images']:,} real train images: val top-1 "
                      f"{r['val_top1']:.2%}, top-5 {r['val_top5']:.2%}; {run.get('images_per_s')} images/s, MFU "
-                     f"{run.get('mfu')}, {run.get('train_seconds')} s of training")
+                     f"{mfu_text}, {run.get('train_seconds')} s of training")
     elif isinstance(r.get("reached"), dict) and r.get("status") != "skipped":
         reached = r["reached"]
         top = f": val top-1 {reached['val_top1']:.2%}, top-5 {reached['val_top5']:.2%}" if "epoch" in reached else ""
