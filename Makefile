@@ -24,11 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m tinyclf.quickstart
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m tinyclf.commands.quickstart
 
-# The browser tests (tests/test_demo.py, tests/test_space.py) drive Debian's Chromium through its
-# chromium-driver: installed here when missing, if we may (root); otherwise this says how, and those
-# tests skip with the same command. A failed install is not fatal either: the tests skip.
+# The browser tests (tests/serve/test_demo.py, tests/serve/test_space.py) drive Debian's Chromium
+# through its chromium-driver: installed here when missing, if we may (root); otherwise this says
+# how, and those tests skip with the same command. A failed install is not fatal either: the tests skip.
 BROWSER_PACKAGES := chromium chromium-driver
 browser:
 	@test -x /usr/bin/chromedriver || { \

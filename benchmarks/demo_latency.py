@@ -101,7 +101,7 @@ def running_demo(model_path: Path, log: Path, timeout: float = 120, setting: tup
     url = f"http://127.0.0.1:{port}/"
     args = ["demo", str(model_path), "--port", str(port), "--num-examples", "0", "--metrics", ""]
     cmd = ([sys.executable, "-c", _CANDIDATE_LAUNCHER, setting[0], str(setting[1]), *args[1:]] if setting
-           else [sys.executable, "-m", "tinyclf.cli", *args])
+           else [sys.executable, "-m", "tinyclf.commands.cli", *args])
     # This checkout's tinyclf, whether or not it is the one installed.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     with open(log, "w") as out:

@@ -12,9 +12,9 @@
 
 Printed per path: the gather (+ copy) of one batch alone (images, labels and augmentation keys,
 timed over --gathers batches of an epoch's order, the device synchronized at the end), and the
-training step time of the train stage's own loop (`train.run.load_train_data`,
-`build_trainables`, `build_step_recipe`, `engine.train_one_epoch` with params.yaml's train section
-and the benchmark's overrides), in rounds that alternate (device, host, device, host, …) after one
+training step time of the train stage's own loop (`train.setup.stage_loop`: what a run builds,
+`engine.train_one_epoch` with params.yaml's train section and the benchmark's overrides), in
+rounds that alternate (device, host, device, host, …) after one
 warm-up round each, so load from other processes hits both alike; then the ratios host / device
 (medians, with the range of the per-round ratios). Runs on CUDA when there is one, else the CPU.
 Random weights: timings only.
@@ -110,24 +110,14 @@ def gather_seconds(split, order: torch.Tensor, batch: int, count: int) -> Callab
 def step_seconds(params, prepared: Path, steps: int, device: torch.device) -> Callable[[int], float]:
     """The train stage's loop on `device` with `params` (train section): seconds per optimizer step."""
     from tinyclf.train.distributed import DistInfo
-    from tinyclf.train.engine import Progress, StepControl, train_one_epoch
-    from tinyclf.train.recipe import configure_determinism, resolve_precision
-    from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, wrap_for_training
+    from tinyclf.train.setup import stage_loop
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=device)
-    precision = resolve_precision(params.precision, device)
-    configure_determinism(params.deterministic, device)
-    data = load_train_data(prepared, params, info)
-    parts, _ = build_trainables(params, data, info, precision)  # seeded: the same initial weights for both paths
-    model = wrap_for_training(parts.model, params, info)
-    recipe = build_step_recipe(params, parts, data, info, precision)
-    control = StepControl(sync_every=params.sync_every)
-    print(f"  {params.device_data}: {data.placement.describe()}", file=sys.stderr)
+    loop = stage_loop(prepared, params, info)  # seeded: the same initial weights for both paths
+    print(f"  {params.device_data}: {loop.data.placement.describe()}", file=sys.stderr)
 
     def one_round(r: int) -> float:
-        out = train_one_epoch(model, data.train_batches.epoch(r), recipe, Progress(), micro_batches=steps, info=info,
-                              control=control)
-        return out["seconds"] / steps
+        return loop.steps(loop.data.train_batches.epoch(r), steps)["seconds"] / steps
     return one_round
 
 

@@ -389,7 +389,8 @@ def matrix_configs(quick: bool, on_cuda: bool) -> list[tuple[str, dict]]:
     then each with one param changed from it, named as `-S` sets it: what that choice costs or buys."""
     changes = [("train.device_data=host", dict(device_data="host")),
                ("train.aug_backend=workers", dict(aug_backend="workers")), ("train.compile=false", dict(compile=False)),
-               ("train.channels_last=false", dict(channels_last=False)), ("train.precision=fp32", dict(precision="fp32"))]
+               ("train.channels_last=false", dict(channels_last=False)),
+               ("train.precision=fp32", dict(precision="fp32"))]
     rows = [("default", STAGE_DEFAULT)] + [(name, {**STAGE_DEFAULT, **change}) for name, change in changes]
     if quick and not on_cuda:  # inductor alone would outlast the quick run on a small CPU
         rows = [(f"{name} (compile skipped: --quick on CPU)", {**config, "compile": False}) if config["compile"]
@@ -476,34 +477,22 @@ def measure(prepared: Path, device, sizes: dict, config: dict, flops: float | No
     from tinyclf.params import params_from_dict
     from tinyclf.train.cost import mfu
     from tinyclf.train.distributed import DistInfo
-    from tinyclf.train.engine import Progress, StepControl, train_one_epoch
-    from tinyclf.train.recipe import configure_determinism, resolve_precision
-    from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, wrap_for_training
+    from tinyclf.train.setup import stage_loop
 
     batch, warmup, steps = sizes["global_batch"], sizes["warmup_steps"], sizes["timed_steps"]
     tree = yaml.safe_load((REPO / "params.yaml").read_text())  # the default recipe, as committed
     tree["train"].update(model=sizes["model"], batch_size=batch, workers=min(8, os.cpu_count() or 1), **config)
     train_params = params_from_dict(tree).train
     info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=device)
-    precision = resolve_precision(train_params.precision, device)
-    configure_determinism(train_params.deterministic, device)  # the stage's cuDNN autotuning and TF32, as `_train`
-    data = load_train_data(prepared, train_params, info)
-    parts, _ = build_trainables(train_params, data, info, precision)
-    recipe = build_step_recipe(train_params, parts, data, info, precision)
-    train_model = wrap_for_training(parts.model, train_params, info)
-    control = StepControl(sync_every=train_params.sync_every)
-
-    def run(batches, count) -> float:
-        progress = Progress()
-        train_one_epoch(train_model, batches, recipe, progress, micro_batches=count, info=info, control=control)
-        return progress.seconds
-
-    run(data.train_batches.epoch(0), warmup)  # compile, cuDNN autotuning, lazy optimizer state
+    # As a run builds it, the stage's cuDNN autotuning and TF32 (`configure_determinism`) included.
+    loop = stage_loop(prepared, train_params, info)
+    batches = loop.data.train_batches
+    loop.steps(batches.epoch(0), warmup)  # compile, cuDNN autotuning, lazy optimizer state
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with_data = run(data.train_batches.epoch(1), steps)
-    fixed = next(iter(data.train_batches.epoch(2)))
-    without_data = run(iter([fixed] * steps), steps)
+    with_data = loop.steps(batches.epoch(1), steps)["seconds"]
+    fixed = next(iter(batches.epoch(2)))
+    without_data = loop.steps(iter([fixed] * steps), steps)["seconds"]
     images_per_s = steps * batch / with_data
     device_label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     util = mfu(images_per_s, flops, device_label, 1) if device.type == "cuda" else None

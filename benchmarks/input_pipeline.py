@@ -50,7 +50,7 @@ and the other processes' CPU during its window; then the ratios with each repeat
 workers for pad_crop). Then the augmentation alone on one core, per batch: albumentations image by
 image vs DeviceAugment on the whole batch.
 
-To add a pipeline, append one Pipeline(...) in main(); ratios and printing follow the list.
+To add a pipeline, append one Pipeline(...) in build_pipelines(); ratios and printing follow the list.
 The main process uses one torch thread, so that it does not fight the two workers for two cores.
 Scratch data (prepared arrays, extracted JPEGs) goes to a temp dir outside the repo, removed after.
 """
@@ -97,7 +97,8 @@ TARGET_RATIO = 3.0
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="Tiny ImageNet(-format) zip (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -358,101 +359,124 @@ def ratio_pairs(keys: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def main() -> int:
-    args = parse_args()
-    if not args.zip.is_file():
-        print(f"error: {args.zip}: no such archive (pass --zip)", file=sys.stderr)
-        return 1
-    import cv2
+@dataclass
+class ScratchData:
+    """What every pipeline reads, made once in the scratch dir."""
+
+    prepared: Path             # the preprocess stage's arrays
+    jpeg_root: Path            # the extracted train JPEGs, for ImageFolder
+    mean: list[float]          # the prepared set's normalization
+    std: list[float]
+
+
+@dataclass
+class Measured:
+    """The repeats of every pipeline and what the report says about how they were taken."""
+
+    windows: dict[str, list[Window]]      # kept windows per pipeline key
+    discarded: list[dict[str, Window]]    # repeats measured again, never averaged in
+    labels: dict[str, str]                # pipeline key -> printed row label, in pipeline order
+    pairs: list[tuple[str, str]]          # the ratios reported
+    images: int                           # train images each pipeline streams
+    drain: int                            # untimed batches per measurement
+    load: tuple[float, float]             # load average over the last minute, before and after the repeats
+
+
+def set_up_data(archive: Path, scratch: Path) -> ScratchData:
+    """Prepared arrays and extracted JPEGs from the same archive, timed (to stderr)."""
+    t0 = time.perf_counter()
+    prepared = scratch / "prepared"
+    prepare_arrays(archive, prepared)
+    jpeg_root = extract_train_jpegs(archive, scratch / "jpeg")
+    stats = json.loads((prepared / "stats.json").read_text())
+    print(f"setup (prepare arrays + extract JPEGs): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return ScratchData(prepared, jpeg_root, stats["mean"], stats["std"])
+
+
+def build_pipelines(data: ScratchData, args: argparse.Namespace) -> tuple[list[Pipeline], int]:
+    """Every pipeline of the benchmark, in report order, and the number of train images each streams."""
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    scratch = Path(tempfile.mkdtemp(prefix="tinyclf-bench-"))
-    try:
-        t0 = time.perf_counter()
-        prepared = scratch / "prepared"
-        prepare_arrays(args.zip, prepared)
-        jpeg_root = extract_train_jpegs(args.zip, scratch / "jpeg")
-        stats = json.loads((prepared / "stats.json").read_text())
-        mean, std = stats["mean"], stats["std"]
-        print(f"setup (prepare arrays + extract JPEGs): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    prepared, mean, std = data.prepared, data.mean, data.std
+    tp = TrainParams()  # defaults: random_resized_crop scale (0.35, 1) + hflip 0.5
+    assert tp.crop == "random_resized_crop" and list(tp.rrc_scale) == [0.35, 1.0] and tp.hflip == 0.5
+    # The same for every pipeline. Non-persistent workers: each measurement starts its own and
+    # stops them (persistence only matters at an epoch start, which the stream never has).
+    speed = LoaderSpeed(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
+                        persistent_workers=False)
 
-        tp = TrainParams()  # defaults: random_resized_crop scale (0.35, 1) + hflip 0.5
-        assert tp.crop == "random_resized_crop" and list(tp.rrc_scale) == [0.35, 1.0] and tp.hflip == 0.5
-        # The same for every pipeline. Non-persistent workers: each measurement starts its own and
-        # stops them (persistence only matters at an epoch start, which the stream never has).
-        speed = LoaderSpeed(workers=args.workers, prefetch_factor=args.prefetch_factor, pin_memory=False,
-                            persistent_workers=False)
+    ours_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(tp, IMAGE_SIZE), seed=0))
+    tv_set = ImageFolder(str(data.jpeg_root), transform=T.Compose([
+        T.RandomResizedCrop(IMAGE_SIZE, scale=(0.35, 1.0)),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ]))
+    assert len(tv_set) == len(ours_set), (len(tv_set), len(ours_set))
+    pad = TrainParams(crop="pad_crop")
+    ours_pad_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(pad, IMAGE_SIZE), seed=0))
+    split = DeviceSplit(prepared, "train", torch.device("cpu"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-        ours_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(tp, IMAGE_SIZE), seed=0))
-        tv_set = ImageFolder(str(jpeg_root), transform=T.Compose([
-            T.RandomResizedCrop(IMAGE_SIZE, scale=(0.35, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]))
-        assert len(tv_set) == len(ours_set), (len(tv_set), len(ours_set))
-        pad = TrainParams(crop="pad_crop")
-        ours_pad_set = PreparedDataset(prepared, "train", PerImageAugment(build_augment(pad, IMAGE_SIZE), seed=0))
-        split = DeviceSplit(prepared, "train", torch.device("cpu"))
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def device_epochs(params: TrainParams) -> DeviceEpochs:
+        augment = DeviceAugment(params, IMAGE_SIZE, mean, std, seed=0, channels_last=False)
+        return DeviceEpochs(DeviceTrainBatches(split, augment, EpochOrder(seed=0), per_rank=args.batch_size,
+                                               micro_per_epoch=len(split) // args.batch_size))
 
-        def device_epochs(params: TrainParams) -> DeviceEpochs:
-            augment = DeviceAugment(params, IMAGE_SIZE, mean, std, seed=0, channels_last=False)
-            return DeviceEpochs(DeviceTrainBatches(split, augment, EpochOrder(seed=0), per_rank=args.batch_size,
-                                                   micro_per_epoch=len(split) // args.batch_size))
+    pipelines = [
+        Pipeline(OURS, "(a) ours: arrays + albumentations",
+                 make_loader(ours_set, EpochStream(epochs_of(EpochSampler(len(ours_set), seed=0))),
+                             args.batch_size, speed, drop_last=True),
+                 lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
+        Pipeline(BASELINE, "(b) torchvision ImageFolder + PIL",
+                 DataLoader(tv_set, batch_size=args.batch_size, sampler=EpochStream(shuffled(len(tv_set))),
+                            num_workers=args.workers, prefetch_factor=args.prefetch_factor,
+                            persistent_workers=False, drop_last=True),
+                 lambda x, _y: None),  # already float and normalized by the workers
+        Pipeline(DEVICE, "(c) device backend (CPU)", device_epochs(tp), lambda x, _y: None, threads=cores),
+        Pipeline(OURS + "_pad", "(d) ours, pad_crop",
+                 make_loader(ours_pad_set, EpochStream(epochs_of(EpochSampler(len(ours_pad_set), seed=0))),
+                             args.batch_size, speed, drop_last=True),
+                 lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
+        Pipeline(DEVICE + "_pad", "(e) device backend (CPU), pad_crop", device_epochs(pad), lambda x, _y: None,
+                 threads=cores),
+    ]
+    return pipelines, len(ours_set)
 
-        pipelines = [
-            Pipeline(OURS, "(a) ours: arrays + albumentations",
-                     make_loader(ours_set, EpochStream(epochs_of(EpochSampler(len(ours_set), seed=0))),
-                                 args.batch_size, speed, drop_last=True),
-                     lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
-            Pipeline(BASELINE, "(b) torchvision ImageFolder + PIL",
-                     DataLoader(tv_set, batch_size=args.batch_size, sampler=EpochStream(shuffled(len(tv_set))),
-                                num_workers=args.workers, prefetch_factor=args.prefetch_factor,
-                                persistent_workers=False, drop_last=True),
-                     lambda x, _y: None),  # already float and normalized by the workers
-            Pipeline(DEVICE, "(c) device backend (CPU)", device_epochs(tp), lambda x, _y: None, threads=cores),
-            Pipeline(OURS + "_pad", "(d) ours, pad_crop",
-                     make_loader(ours_pad_set, EpochStream(epochs_of(EpochSampler(len(ours_pad_set), seed=0))),
-                                 args.batch_size, speed, drop_last=True),
-                     lambda x, _y: to_model_input(x, mean, std, channels_last=False)),
-            Pipeline(DEVICE + "_pad", "(e) device backend (CPU), pad_crop", device_epochs(pad), lambda x, _y: None,
-                     threads=cores),
-        ]
-        keys = [p.key for p in pipelines]
-        assert OURS in keys and BASELINE in keys
-        pairs = ratio_pairs(keys)
-        drain = args.prefetch_factor * args.workers + args.warmup
 
-        load_before = os.getloadavg()
-        windows, discarded = run_repeats(pipelines, args, drain, pairs)
-        load_after = os.getloadavg()
-        labels = {p.key: p.label for p in pipelines}
-        del pipelines
+def measure_pipelines(pipelines: list[Pipeline], images: int, args: argparse.Namespace) -> Measured:
+    """Every repeat of every pipeline (run_repeats), with the load average around them."""
+    keys = [p.key for p in pipelines]
+    assert OURS in keys and BASELINE in keys
+    pairs = ratio_pairs(keys)
+    drain = args.prefetch_factor * args.workers + args.warmup
 
-        kernels = {crop: kernel_ms_per_batch(prepared, args.batch_size, crop, max(args.repeats, 5))
-                   for crop in ("random_resized_crop", "pad_crop")}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    load_before = os.getloadavg()
+    windows, discarded = run_repeats(pipelines, args, drain, pairs)
+    load_after = os.getloadavg()
+    return Measured(windows, discarded, {p.key: p.label for p in pipelines}, pairs, images, drain,
+                    (load_before[0], load_after[0]))
 
+
+def result_record(measured: Measured, kernels: dict, args: argparse.Namespace) -> dict:
+    """The figures as --json writes them and the report prints them."""
+    windows = measured.windows
     figures = {k: [w.images_per_s for w in ws] for k, ws in windows.items()}
-    ratios = {f"{a}/{b}": summarize([x / y for x, y in zip(figures[a], figures[b])]) for a, b in pairs}
+    ratios = {f"{a}/{b}": summarize([x / y for x, y in zip(figures[a], figures[b])]) for a, b in measured.pairs}
     target_runs = ratios[f"{OURS}/{BASELINE}"]["runs"]
-    result = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_1min_before_after": [load_before[0], load_after[0]],
+    return {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_1min_before_after": list(measured.load),
                     "torch": torch.__version__, "python": platform.python_version()},
-        "setup": {"images": len(ours_set), "batch_size": args.batch_size, "workers": args.workers,
-                  "prefetch_factor": args.prefetch_factor, "untimed_batches": drain, "window_s": args.seconds,
+        "setup": {"images": measured.images, "batch_size": args.batch_size, "workers": args.workers,
+                  "prefetch_factor": args.prefetch_factor, "untimed_batches": measured.drain, "window_s": args.seconds,
                   "min_batches": args.min_batches, "repeats": args.repeats,
                   "max_other_cores": args.max_other_cores, "retries": args.retries},
         "images_per_s": {k: summarize(v) for k, v in figures.items()},
         "timed_batches": {k: [w.batches for w in ws] for k, ws in windows.items()},
         "other_processes_cores": {k: [w.other_cores for w in ws] for k, ws in windows.items()},
         "discarded_repeats": [{k: {"images_per_s": w.images_per_s, "other_processes_cores": w.other_cores}
-                               for k, w in rep.items()} for rep in discarded],
+                               for k, w in rep.items()} for rep in measured.discarded],
         "ratios": ratios,
         "target": {"ratio": f"{OURS}/{BASELINE}", "min": TARGET_RATIO,
                    "met_in_every_repeat": all(x >= TARGET_RATIO for x in target_runs)},
@@ -461,39 +485,65 @@ def main() -> int:
         "augment_ms_per_batch_one_core": kernels,
     }
 
+
+def print_report(result: dict, measured: Measured, args: argparse.Namespace) -> None:
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
           f"load avg {m['loadavg_1min_before_after'][0]:.1f} -> {m['loadavg_1min_before_after'][1]:.1f}")
-    print(f"{len(ours_set):,} train images, batch {args.batch_size}, {args.workers} workers, prefetch "
-          f"{args.prefetch_factor}; per measurement {drain} untimed batches, then a {args.seconds:g} s window "
+    print(f"{measured.images:,} train images, batch {args.batch_size}, {args.workers} workers, prefetch "
+          f"{args.prefetch_factor}; per measurement {measured.drain} untimed batches, then a {args.seconds:g} s window "
           f"(>= {args.min_batches} batches); {args.repeats} repeats: median [min-max] (spread around the median)")
     tol = 100 * args.tolerance
-    width = max(len(v) for v in labels.values())
-    for key, label in labels.items():
+    width = max(len(v) for v in measured.labels.values())
+    for key, label in measured.labels.items():
         s = result["images_per_s"][key]
         lo, hi = s["spread_pct"]
         flag = "" if max(-lo, hi) <= tol else f"  (outside +-{tol:g}%)"
-        print(f"  {label:<{width}} {s['median']:>8,.0f} img/s  [{s['min']:,.0f}-{s['max']:,.0f}] ({lo:+.1f}%/{hi:+.1f}%)"
-              f"  repeats: {', '.join(f'{v:,.0f}' for v in s['runs'])}; timed batches: "
+        print(f"  {label:<{width}} {s['median']:>8,.0f} img/s  [{s['min']:,.0f}-{s['max']:,.0f}] "
+              f"({lo:+.1f}%/{hi:+.1f}%)  repeats: {', '.join(f'{v:,.0f}' for v in s['runs'])}; timed batches: "
               f"{', '.join(str(b) for b in result['timed_batches'][key])}; other processes: "
               f"{', '.join(_cores(c) for c in result['other_processes_cores'][key])} cores{flag}")
-    for name, s in ratios.items():
+    for name, s in result["ratios"].items():
         print(f"  ratio {name}: {s['median']:.2f}x  [{s['min']:.2f}-{s['max']:.2f}]  repeats: "
               + ", ".join(f"{v:.2f}x" for v in s["runs"]))
-    if discarded:
-        print(f"  measured again: {len(discarded)} repeat(s) in which other processes used more than "
+    if measured.discarded:
+        print(f"  measured again: {len(measured.discarded)} repeat(s) in which other processes used more than "
               f"{args.max_other_cores:g} cores (figures above are from the kept repeats; all in the log and --json)")
     met = result["target"]["met_in_every_repeat"]
+    target_runs = result["ratios"][f"{OURS}/{BASELINE}"]["runs"]
     print(f"target {OURS}/{BASELINE} >= {TARGET_RATIO:g}x: " + ("met in every repeat" if met else
           f"NOT met in {sum(x < TARGET_RATIO for x in target_runs)} of {len(target_runs)} repeats"))
     dmet = result["device_target"]["met_in_every_repeat"]
     print(f"target {DEVICE}_pad/{OURS}_pad >= 1x (device backend at least as fast as the workers, pad_crop): "
           + ("met in every repeat" if dmet else "NOT met in every repeat"))
     print("augmentation alone, one core, ms per batch of", args.batch_size)
-    for crop, k in kernels.items():
+    for crop, k in result["augment_ms_per_batch_one_core"].items():
         a, b = k["albumentations_per_image"], k["device"]
         print(f"  {crop:<20} albumentations per image {a['median']:6.1f} ms  DeviceAugment {b['median']:6.1f} ms  "
               f"({a['median'] / b['median']:.2f}x)")
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.zip.is_file():
+        print(f"error: {args.zip}: no such archive (pass --zip)", file=sys.stderr)
+        return 1
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    scratch = Path(tempfile.mkdtemp(prefix="tinyclf-bench-"))
+    try:
+        data = set_up_data(args.zip, scratch)
+        # The pipelines (their datasets, loaders and the device split) are dropped before the kernels run.
+        measured = measure_pipelines(*build_pipelines(data, args), args)
+        kernels = {crop: kernel_ms_per_batch(data.prepared, args.batch_size, crop, max(args.repeats, 5))
+                   for crop in ("random_resized_crop", "pad_crop")}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    result = result_record(measured, kernels, args)
+    print_report(result, measured, args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

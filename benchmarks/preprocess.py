@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,91 @@ def dvc_repo_add(data: Path) -> float:
     return sh(["dvc", "add", "-q", data.name], repo)
 
 
+@dataclass
+class DecodeTimes:
+    """Per repeat: ours (wall, CPU), the baseline's extract (wall) and decode (wall, CPU); and the counts."""
+
+    ours_s: list[float] = field(default_factory=list)
+    ours_cpu: list[float] = field(default_factory=list)
+    extract_s: list[float] = field(default_factory=list)
+    decode_s: list[float] = field(default_factory=list)
+    decode_cpu: list[float] = field(default_factory=list)
+    images: int = 0
+    train: int = 0
+    val: int = 0
+
+
+def time_decoding(archive: Path, tmp: Path, repeats: int) -> DecodeTimes:
+    """Ours and the baseline, `repeats` times; leaves tmp/ours/prepared and tmp/extracted<r> behind."""
+    times = DecodeTimes()
+    # Each repeat runs ours, then the baseline, back to back, so background load hits both alike.
+    for r in range(repeats):
+        seconds, cpu, summary = timed(lambda: prepare(archive, tmp / "ours" / "prepared", "tiny-imagenet",
+                                                      PrepareOptions(workers=0, progress=False)))
+        times.ours_s.append(seconds)
+        times.ours_cpu.append(cpu)
+        target = tmp / f"extracted{r}"
+        seconds, _, _ = timed(lambda: zipfile.ZipFile(archive).extractall(target))
+        times.extract_s.append(seconds)
+        seconds, cpu, (tx, ty, vx, vy) = timed(lambda: baseline_decode(target))
+        times.decode_s.append(seconds)
+        times.decode_cpu.append(cpu)
+        n = summary.images
+        if len(tx) + len(vx) != n:
+            raise SystemExit(f"baseline decoded {len(tx) + len(vx)} images, ours {n}")
+        print(f"  repeat {r + 1}: ours {times.ours_s[-1]:.2f} s, baseline extract {times.extract_s[-1]:.2f} s + "
+              f"decode {times.decode_s[-1]:.2f} s; ratio "
+              f"{(times.extract_s[-1] + times.decode_s[-1]) / times.ours_s[-1]:.2f}x", flush=True)
+        times.images, times.train, times.val = n, len(tx), len(vx)
+    return times
+
+
+def print_decoding(t: DecodeTimes, repeats: int) -> None:
+    med = statistics.median
+
+    def spread(values: list[float]) -> str:
+        return f"[{min(values):.2f}-{max(values):.2f}]"
+
+    n = t.images
+    ours, extract, decode = med(t.ours_s), med(t.extract_s), med(t.decode_s)
+    full_ratio = [(e + d) / o for o, e, d in zip(t.ours_s, t.extract_s, t.decode_s)]
+    decode_ratio = [d / o for o, d in zip(t.ours_s, t.decode_s)]
+    print(f"images: {n} (train {t.train}, val {t.val}), repeats {repeats}, medians (wall, CPU):")
+    print(f"  ours (zip -> OpenCV, {available_cores()} processes -> .npy):  {ours:6.2f} s  {n / ours:8,.0f} images/s"
+          f"  CPU {med(t.ours_cpu):6.2f} s")
+    print(f"  baseline extract (zipfile.extractall):              {extract:6.2f} s")
+    print(f"  baseline decode (PIL, 1 process, np.stack):         {decode:6.2f} s  {n / decode:8,.0f} images/s"
+          f"  CPU {med(t.decode_cpu):6.2f} s")
+    print(f"  baseline extract + decode:                          {extract + decode:6.2f} s  "
+          f"{n / (extract + decode):8,.0f} images/s")
+    print(f"  speed-up (wall, median of per-repeat ratios): {med(full_ratio):.2f}x {spread(full_ratio)} vs extract "
+          f"+ decode, {med(decode_ratio):.2f}x {spread(decode_ratio)} vs decode alone;"
+          f" CPU: {med(t.decode_cpu) / med(t.ours_cpu):.2f}x less than the PIL decode alone")
+
+
+def compare_dvc(tmp: Path, repeats: int) -> None:
+    """`dvc add` and `dvc status` on what time_decoding left in tmp: our prepared dir, one extracted folder."""
+    # Each data directory alone in a fresh repo, so the two do not share a cache or state db.
+    for r in range(1, repeats):
+        (tmp / f"extracted{r}").rename(tmp / f"spare{r}")  # keep just one extracted copy in play
+    (tmp / "repo_prepared").mkdir()
+    (tmp / "ours" / "prepared").rename(tmp / "repo_prepared" / "prepared")
+    (tmp / "repo_extracted").mkdir()
+    (tmp / "extracted0").rename(tmp / "repo_extracted" / "tiny-imagenet-200")
+    files = sum(1 for p in (tmp / "repo_extracted" / "tiny-imagenet-200").rglob("*") if p.is_file())
+    add_p = dvc_repo_add(tmp / "repo_prepared" / "prepared")
+    add_e = dvc_repo_add(tmp / "repo_extracted" / "tiny-imagenet-200")
+    status_p, status_e = [], []
+    for _ in range(repeats):  # alternate, so background load hits both alike
+        status_p.append(sh(["dvc", "status", "-q"], tmp / "repo_prepared"))
+        status_e.append(sh(["dvc", "status", "-q"], tmp / "repo_extracted"))
+    status_p, status_e = statistics.median(status_p), statistics.median(status_e)
+    print("dvc (fresh repo each, dvc status median):")
+    print(f"  prepared dir (6 files):          dvc add {add_p:6.2f} s   dvc status {status_p:5.2f} s")
+    print(f"  extracted folder ({files} files): dvc add {add_e:6.2f} s   dvc status {status_e:5.2f} s")
+    print(f"  ratio: dvc add {add_e / add_p:.1f}x, dvc status {status_e / status_p:.1f}x faster on the prepared dir")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="the real Tiny ImageNet subset zip")
@@ -109,65 +195,8 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {available_cores()} cores; load average at start {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="tinyclf-bench-") as tmp:
         tmp = Path(tmp)
-
-        # Each repeat runs ours, then the baseline, back to back, so background load hits both alike.
-        ours_s, ours_cpu, extract_s, decode_s, decode_cpu = [], [], [], [], []
-        for r in range(args.repeats):
-            seconds, cpu, summary = timed(lambda: prepare(args.archive, tmp / "ours" / "prepared", "tiny-imagenet",
-                                                          PrepareOptions(workers=0, progress=False)))
-            ours_s.append(seconds)
-            ours_cpu.append(cpu)
-            target = tmp / f"extracted{r}"
-            seconds, _, _ = timed(lambda: zipfile.ZipFile(args.archive).extractall(target))
-            extract_s.append(seconds)
-            seconds, cpu, (tx, ty, vx, vy) = timed(lambda: baseline_decode(target))
-            decode_s.append(seconds)
-            decode_cpu.append(cpu)
-            n = summary.images
-            if len(tx) + len(vx) != n:
-                raise SystemExit(f"baseline decoded {len(tx) + len(vx)} images, ours {n}")
-            print(f"  repeat {r + 1}: ours {ours_s[-1]:.2f} s, baseline extract {extract_s[-1]:.2f} s + decode "
-                  f"{decode_s[-1]:.2f} s; ratio {(extract_s[-1] + decode_s[-1]) / ours_s[-1]:.2f}x", flush=True)
-        med = statistics.median
-
-        def spread(values: list[float]) -> str:
-            return f"[{min(values):.2f}-{max(values):.2f}]"
-
-        ours, extract, decode = med(ours_s), med(extract_s), med(decode_s)
-        full_ratio = [(e + d) / o for o, e, d in zip(ours_s, extract_s, decode_s)]
-        decode_ratio = [d / o for o, d in zip(ours_s, decode_s)]
-        print(f"images: {n} (train {len(tx)}, val {len(vx)}), repeats {args.repeats}, medians (wall, CPU):")
-        print(f"  ours (zip -> OpenCV, {available_cores()} processes -> .npy):  {ours:6.2f} s  {n / ours:8,.0f} images/s"
-              f"  CPU {med(ours_cpu):6.2f} s")
-        print(f"  baseline extract (zipfile.extractall):              {extract:6.2f} s")
-        print(f"  baseline decode (PIL, 1 process, np.stack):         {decode:6.2f} s  {n / decode:8,.0f} images/s"
-              f"  CPU {med(decode_cpu):6.2f} s")
-        print(f"  baseline extract + decode:                          {extract + decode:6.2f} s  "
-              f"{n / (extract + decode):8,.0f} images/s")
-        print(f"  speed-up (wall, median of per-repeat ratios): {med(full_ratio):.2f}x {spread(full_ratio)} vs extract + decode,"
-              f" {med(decode_ratio):.2f}x {spread(decode_ratio)} vs decode alone;"
-              f" CPU: {med(decode_cpu) / med(ours_cpu):.2f}x less than the PIL decode alone")
-        del tx, ty, vx, vy
-
-        # DVC: each data directory alone in a fresh repo, so the two do not share a cache or state db.
-        for r in range(1, args.repeats):
-            (tmp / f"extracted{r}").rename(tmp / f"spare{r}")  # keep just one extracted copy in play
-        (tmp / "repo_prepared").mkdir()
-        (tmp / "ours" / "prepared").rename(tmp / "repo_prepared" / "prepared")
-        (tmp / "repo_extracted").mkdir()
-        (tmp / "extracted0").rename(tmp / "repo_extracted" / "tiny-imagenet-200")
-        files = sum(1 for p in (tmp / "repo_extracted" / "tiny-imagenet-200").rglob("*") if p.is_file())
-        add_p = dvc_repo_add(tmp / "repo_prepared" / "prepared")
-        add_e = dvc_repo_add(tmp / "repo_extracted" / "tiny-imagenet-200")
-        status_p, status_e = [], []
-        for _ in range(args.repeats):  # alternate, so background load hits both alike
-            status_p.append(sh(["dvc", "status", "-q"], tmp / "repo_prepared"))
-            status_e.append(sh(["dvc", "status", "-q"], tmp / "repo_extracted"))
-        status_p, status_e = statistics.median(status_p), statistics.median(status_e)
-        print("dvc (fresh repo each, dvc status median):")
-        print(f"  prepared dir (6 files):          dvc add {add_p:6.2f} s   dvc status {status_p:5.2f} s")
-        print(f"  extracted folder ({files} files): dvc add {add_e:6.2f} s   dvc status {status_e:5.2f} s")
-        print(f"  ratio: dvc add {add_e / add_p:.1f}x, dvc status {status_e / status_p:.1f}x faster on the prepared dir")
+        print_decoding(time_decoding(args.archive, tmp, args.repeats), args.repeats)
+        compare_dvc(tmp, args.repeats)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

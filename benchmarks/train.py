@@ -13,8 +13,8 @@ Rows (each prints images/s of every loop and the ratios against its baseline):
   of time. Target stage / bare >= 0.95.
 - real: the prepared arrays of the real Tiny ImageNet subset (--zip, prepared into a temp dir by the
   preprocess stage's own `prepare`: 64x64, 200 classes). The train stage's own data path and recipe
-  (`train.run.load_train_data`, `build_trainables`, `build_step_recipe`, params.yaml's train section)
-  with the backend `train.aug_backend: auto` picks on this device (`recipe.resolve_aug_backend`),
+  (`train.setup.stage_loop`, params.yaml's train section) with the backend `train.aug_backend: auto`
+  picks on this device (`recipe.resolve_aug_backend`),
   and the same with `workers` (train.workers processes) for comparison, each against the bare loop
   on the first images of the same split. Target auto / bare >= 0.95. Skipped, with a line saying
   why, when the subset is missing.
@@ -235,25 +235,14 @@ def stage_train_loop(params, prepared: Path, steps: int) -> tuple[str, Callable[
     """The train stage's data path, model and recipe as `train.run` builds them on this CPU: (the
     backend it resolved, a round of `steps` optimizer steps -> seconds per step)."""
     from tinyclf.train.distributed import DistInfo
-    from tinyclf.train.engine import Progress, StepControl, train_one_epoch
-    from tinyclf.train.recipe import configure_determinism, resolve_precision
-    from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, wrap_for_training
+    from tinyclf.train.setup import stage_loop
 
-    tp = params.train
     info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=CPU)
-    precision = resolve_precision(tp.precision, CPU)
-    configure_determinism(tp.deterministic, CPU)
-    data = load_train_data(prepared, tp, info)
-    parts, _ = build_trainables(tp, data, info, precision)  # seeded: the same initial weights for every loop
-    model = wrap_for_training(parts.model, tp, info)
-    recipe = build_step_recipe(tp, parts, data, info, precision)
-    control = StepControl(sync_every=tp.sync_every)
+    loop = stage_loop(prepared, params.train, info)  # seeded: the same initial weights for every loop
 
     def one_round(r: int) -> float:
-        out = train_one_epoch(model, data.train_batches.epoch(r), recipe, Progress(), micro_batches=steps, info=info,
-                              control=control)
-        return out["seconds"] / steps
-    return data.backend, one_round
+        return loop.steps(loop.data.train_batches.epoch(r), steps)["seconds"] / steps
+    return loop.data.backend, one_round
 
 
 def real_rows(args, prepared: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from support.helpers import REPO, committed_text, real_params, write_params
 
+from tinyclf.data.formats import registry
 from tinyclf.params import ParamsError, load_params, params_from_dict
 
 
@@ -17,7 +18,7 @@ def test_committed_params_are_the_reference_setup():
     assert p.data.dataset == "tiny-imagenet"
     assert p.download.source == "official" and p.download.kind == "official"
     assert p.train.model == "tiny_resnet50"
-    assert p.data.resolved_image_size() == 64
+    assert registry.prepared_image_size(p.data.dataset, p.data.image_size) == 64
 
 
 def test_every_committed_key_has_a_comment():

@@ -21,11 +21,46 @@ import yaml
 from tinyclf.data.formats import registry
 from tinyclf.errors import TinyclfError
 
-# Names users bring from other tools; difflib alone would not map them to ours.
-SYNONYMS = {
-    "learning_rate": "lr", "optimizer": "opt", "scheduler": "sched", "lr_scheduler": "sched",
-    "num_epochs": "epochs", "wd": "weight_decay", "bs": "batch_size", "model_name": "model",
-    "arch": "model", "num_workers": "workers", "smoothing": "label_smoothing", "amp": "precision",
+# Names users bring from other tools (timm's train.py, Ultralytics, MMPretrain, Lightning, Hugging Face
+# Trainer, torchvision's references), which spelling alone would not map to ours: `learning_rate` is
+# closer to `decay_rate` than to `lr`. Written with underscores (dashes are read as underscores). A
+# name without a dot is ours in the section it was typed in (used where that section has it); a dotted
+# one lives in another section (`train.image_size` is data.image_size).
+KEY_ALIASES = {
+    **dict.fromkeys(("learning_rate", "lr_rate", "lr0", "base_lr", "lr_base", "init_lr", "initial_lr",
+                     "max_lr"), "lr"),
+    **dict.fromkeys(("num_epochs", "n_epochs", "max_epochs", "num_train_epochs", "total_epochs"), "epochs"),
+    **dict.fromkeys(("bs", "batch", "batchsize", "train_batch_size", "per_device_train_batch_size",
+                     "batch_size_per_gpu", "samples_per_gpu"), "batch_size"),
+    **dict.fromkeys(("wd", "l2", "weight_decay_rate"), "weight_decay"),
+    **dict.fromkeys(("optimizer", "optim", "optimizer_name"), "opt"),
+    **dict.fromkeys(("scheduler", "lr_scheduler", "lr_scheduler_type", "lr_schedule", "cos_lr"), "sched"),
+    **dict.fromkeys(("arch", "architecture", "backbone", "model_name", "network", "net"), "model"),
+    **dict.fromkeys(("warmup", "lr_warmup_epochs"), "warmup_epochs"),
+    **dict.fromkeys(("warmup_lr_init", "lr_warmup_init"), "warmup_lr"),
+    **dict.fromkeys(("lr_min", "eta_min", "final_lr"), "min_lr"),
+    **dict.fromkeys(("amp", "mixed_precision", "amp_dtype", "dtype", "fp16", "bf16", "half"), "precision"),
+    **dict.fromkeys(("num_workers", "dataloader_num_workers", "n_workers"), "workers"),
+    **dict.fromkeys(("smoothing", "label_smooth", "label_smooth_val", "label_smoothing_factor"), "label_smoothing"),
+    **dict.fromkeys(("model_ema", "use_ema"), "ema"),
+    **dict.fromkeys(("model_ema_decay", "ema_rate", "ema_momentum"), "ema_decay"),
+    **dict.fromkeys(("grad_clip", "clip_grad_norm", "max_grad_norm", "gradient_clip_val"), "clip_grad"),
+    **dict.fromkeys(("grad_accum_steps", "gradient_accumulation_steps", "accumulate_grad_batches", "accum_iter"),
+                    "accum_steps"),
+    **dict.fromkeys(("aa", "auto_augment", "autoaugment", "randaugment", "rand_augment"), "policy"),
+    **dict.fromkeys(("reprob", "erasing", "random_erase", "re_prob"), "random_erasing"),
+    **dict.fromkeys(("fliplr", "horizontal_flip", "hflip_prob"), "hflip"),
+    **dict.fromkeys(("mixup_alpha",), "mixup"),
+    **dict.fromkeys(("cutmix_alpha",), "cutmix"),
+    **dict.fromkeys(("scale", "crop_scale"), "rrc_scale"),
+    **dict.fromkeys(("torchcompile", "torch_compile"), "compile"),
+    **dict.fromkeys(("sync_batchnorm",), "sync_bn"),
+    **dict.fromkeys(("pretrained", "initial_checkpoint", "weights"), "init"),
+    **dict.fromkeys(("gpus", "num_gpus", "devices"), "nproc_per_node"),
+    **dict.fromkeys(("image_size", "img_size", "imgsz", "input_size", "resolution", "crop_size", "train_crop_size"),
+                    "data.image_size"),
+    **dict.fromkeys(("dataset", "dataset_name", "data"), "data.dataset"),
+    **dict.fromkeys(("data_dir", "data_path", "data_root"), "download.source"),
 }
 
 
@@ -53,17 +88,12 @@ class DataParams:
     dataset: str = _f("tiny-imagenet", choices=registry.names())
     image_size: int = _f(0, ge=0, le=1024)
     # folder datasets: how a non-square image becomes square, and the share of each class held out
-    # for validation when the source has no val/ folder.
+    # for validation when the source has no val/ folder. The choices are tinyclf.data.images.FITS,
+    # copied: importing that module loads OpenCV, which every stage would pay for just to read params
+    # (tests/data/test_images.py checks the two are equal).
     resize: str = _f("center_crop", choices=("center_crop", "squash", "pad"))
     val_fraction: float = _f(0.2, gt=0, lt=1)
     split_seed: int = _f(0, ge=0)
-
-    def resolved_image_size(self) -> int:
-        """The side length of prepared images: image_size, or the dataset's native size when 0."""
-        try:
-            return registry.prepared_image_size(self.dataset, self.image_size)
-        except ValueError as exc:
-            raise ParamsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -283,6 +313,26 @@ def _check_constraints(value: Any, meta: dict, key: str, where: str) -> None:
             raise ParamsError(f"{where}: {key} must be a list of {meta['length']} numbers, got {value!r}")
 
 
+def suggest_key(key: str, prefix: str, fields: list[str]) -> str | None:
+    """The dotted key someone who typed `key` in the section `prefix` (with `fields`) most likely meant,
+    or None. A name from another tool (KEY_ALIASES) or a spelling of ours in other case or with dashes
+    first; then the closest spelling, of ours or of such a name (`lerning_rate` is close to
+    `learning_rate`, hence train.lr). Our own names keep difflib's loose cutoff; a name from elsewhere
+    must be spelled closely, so that a short one (`bs`, `aa`) does not catch unrelated typos."""
+    typed = key.strip().lstrip("-").lower().replace("-", "_")
+    aliases = {alias: target for alias, target in KEY_ALIASES.items() if "." in target or target in fields}
+    if typed in fields or typed in aliases:
+        match = typed
+    else:  # the closer of the two spellings; ours on a tie
+        close = (difflib.get_close_matches(typed, fields, n=1, cutoff=0.5)
+                 + difflib.get_close_matches(typed, list(aliases), n=1, cutoff=0.75))
+        match = max(close, key=lambda name: difflib.SequenceMatcher(None, typed, name).ratio(), default=None)
+    if match is None:
+        return None
+    target = match if match in fields else aliases[match]
+    return target if "." in target else f"{prefix}{target}"
+
+
 def _build(cls, raw: Any, prefix: str, where: str):
     if raw is None:
         raw = {}
@@ -293,9 +343,8 @@ def _build(cls, raw: Any, prefix: str, where: str):
     for key in raw:
         if key not in fields:
             full = f"{prefix}{key}"
-            close = [SYNONYMS[key]] if SYNONYMS.get(key) in fields else difflib.get_close_matches(
-                str(key), list(fields), n=1, cutoff=0.5)
-            extra = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            hint = suggest_key(str(key), prefix, list(fields))
+            extra = f" (did you mean '{hint}'?)" if hint else f" (known: {', '.join(fields)})"
             raise ParamsError(f"{where}: unknown key '{full}'{extra}")
     kwargs = {}
     for name, f in fields.items():

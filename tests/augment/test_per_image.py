@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tinyclf.augment.per_image import build_augment, seed_augment
+from tinyclf.augment.per_image import SampleSeeder, build_augment
 from tinyclf.params import TrainParams
 
 SIZE = 32
@@ -34,9 +34,9 @@ def test_albumentations_pad_crop_is_a_window_of_the_reflect_padded_image():
     image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")
     aug = build_augment(tp_with(crop="pad_crop", pad=4, hflip=0.0), SIZE)
-    shifted = 0
+    shifted, seeder = 0, SampleSeeder(aug)
     for i in range(12):
-        seed_augment(aug, 0, 0, i)
+        seeder(0, 0, i)
         crop = aug(image=image)["image"]
         assert crop.shape == image.shape and is_window(crop, padded)
         shifted += not np.array_equal(crop, image)
@@ -49,10 +49,10 @@ def test_policies_build_and_change_images(policy):
     image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     base = build_augment(tp_with(policy="none", hflip=0.0, rrc_scale=[1.0, 1.0]), SIZE)
     aug = build_augment(tp_with(policy=policy, hflip=0.0, rrc_scale=[1.0, 1.0]), SIZE)
-    changed = 0
+    changed, seed_base, seed_aug = 0, SampleSeeder(base), SampleSeeder(aug)
     for i in range(30):
-        seed_augment(base, 0, 0, i)
-        seed_augment(aug, 0, 0, i)
+        seed_base(0, 0, i)
+        seed_aug(0, 0, i)
         plain, out = base(image=image)["image"], aug(image=image)["image"]
         assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
         changed += not np.array_equal(out, plain)

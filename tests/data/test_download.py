@@ -1,5 +1,7 @@
 """Downloads against a real HTTP server on 127.0.0.1 serving generated archives of both formats:
-plain, interrupted and resumed, corrupted, no Range support, transient 503s; local paths; the stage."""
+plain, interrupted and resumed, corrupted, no Range support, transient 503s; local paths; the stage.
+Your own images as the source: a zip and a served tar.gz of a photo folder prepare exactly like the
+folder itself; a wrong md5, a file that is no archive, a missing folder fail in one line."""
 
 from __future__ import annotations
 
@@ -10,16 +12,20 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from support import own_images_archives
 from support.helpers import REPO
 from support.http_server import FileServer
+from support.own_images_run import SIZE, download_and_prepare, folder_params
+from support.own_images_run import md5 as file_md5
 
 from tinyclf.data.download import plan_download, run_download
 from tinyclf.data.fetch import DownloadError, HttpPolicy, fetch
 from tinyclf.data.formats import registry
 from tinyclf.data.formats.generated import is_generated, write_archive
-from tinyclf.params import params_from_dict
+from tinyclf.params import ParamsError, params_from_dict
 
 HTTP = HttpPolicy(retries=4, timeout=5, backoff=0.05)
 FAST = dict(http=HTTP, progress=False)
@@ -279,3 +285,53 @@ def test_bad_path_source_keeps_the_archive_already_downloaded(archive, tmp_path)
     with pytest.raises(DownloadError, match=r"lies inside .*raw, which the download stage empties"):
         run_download(_params(dataset, source=str(existing), md5=md5), out, progress=False)
     assert existing.read_bytes() == data
+
+
+# ------------------------------------------------------------------ your own images as the source
+
+
+def test_zip_and_served_tar_gz_give_the_same_arrays_as_the_folder(photos, photos_prepared, tmp_path, capsys):
+    archive, _ = photos_prepared
+    reference = archive.parent.parent / "prepared"
+    zipped = own_images_archives.pack_zip(photos.root, tmp_path / "photos.zip", top_dir="photos", macos_junk=True)
+    targz = own_images_archives.pack_tar_gz(photos.root, tmp_path / "photos.tar.gz", top_dir="My Photos")
+    with FileServer({"/datasets/photos.tar.gz": targz.read_bytes()}, drop_after=5000) as server:
+        # The connection drops once mid-file: the download resumes it, as for official archives.
+        sources = [("zip", zipped), ("url", server.url("/datasets/photos.tar.gz"))]
+        results = [(name, download_and_prepare(source, tmp_path, name=name)[0]) for name, source in sources]
+        assert any("Range" in headers for _, headers, _ in server.requests)
+    # Without download.md5 the stage says what it got, so the user can pin it: the md5 of the file
+    # as fetched (the .tar.gz, not the tar it is unpacked to).
+    said = capsys.readouterr().err
+    for archive_file in (zipped, targz):
+        assert f"md5 {file_md5(archive_file)} (set download.md5 to pin it)" in said
+    for name, got in results:
+        assert got.name == ("images.zip" if name == "zip" else "images.tar")
+        assert sorted(p.name for p in got.parent.iterdir()) == [got.name]
+        for split in ("train", "val"):
+            for array in ("images.npy", "labels.npy"):
+                assert np.array_equal(np.load(reference / split / array),
+                                      np.load(got.parent.parent / "prepared" / split / array)), (name, split, array)
+
+
+def test_a_wrong_md5_or_a_file_that_is_no_archive_keeps_nothing(photos, tmp_path):
+    zipped = own_images_archives.pack_zip(photos.root, tmp_path / "photos.zip")
+    params = params_from_dict({"data": {"dataset": "folder", "image_size": SIZE},
+                               "download": {"source": str(zipped), "md5": "0" * 32}})
+    with pytest.raises(DownloadError, match="md5 mismatch"):
+        run_download(params, tmp_path / "raw", progress=False)
+    assert list((tmp_path / "raw").iterdir()) == []
+    text = tmp_path / "notes.tar"
+    text.write_text("not an archive\n" * 100)
+    with pytest.raises(DownloadError, match="not a zip, tar or tar.gz archive"):
+        run_download(folder_params(text), tmp_path / "raw", progress=False)
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_a_missing_directory_or_image_size_is_a_one_line_error(tmp_path):
+    with pytest.raises(ParamsError, match="data.image_size must be set"):
+        params_from_dict({"data": {"dataset": "folder"}, "download": {"source": str(tmp_path)}})
+    with pytest.raises(ParamsError, match="download.source must be your images"):
+        params_from_dict({"data": {"dataset": "folder", "image_size": 64}})
+    with pytest.raises(DownloadError, match="no such file"):
+        run_download(folder_params(tmp_path / "nope"), tmp_path / "raw", progress=False)

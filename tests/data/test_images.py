@@ -3,6 +3,7 @@ photos come out upright, square the way the user asked, and 8-bit RGB, with conv
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import zipfile
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 from support.bombs import png_bomb, tiff_bomb
+from support.data_archives import jpeg, png
 
 from tinyclf.data import arrays
 from tinyclf.data.images import (CONVERSIONS, FITS, MAX_IMAGE_PIXELS, check_header, decode_image, decode_photo,
                                  exif_orientation, fit_square, header_size, jpeg_scale_down, resize_square)
+from tinyclf.params import DataParams
 
 
 def encoded(ext: str, width: int, height: int, params=()) -> bytes:
@@ -71,6 +74,15 @@ def test_native_size_is_enforced_when_asked():
     img, _, resized = decode_image(small, 64)  # without `native` it is simply resized
     assert img.shape == (64, 64, 3) and resized
     assert decode_image(encoded(".jpg", 64, 64), 32, native=64)[0].shape == (32, 32, 3)
+
+
+def test_truncated_jpeg_is_corrupt_not_half_grey():
+    whole = jpeg((10, 20, 30))
+    with pytest.raises(ValueError, match="truncated"):
+        decode_image(whole[: len(whole) - 40], 64)
+    # Bytes after the end-of-image marker (some writers append metadata) are not corruption.
+    img, _, _ = decode_image(whole + b"\x00\x00trailer", 64)
+    assert np.abs(img.astype(int) - (10, 20, 30)).max() <= 3
 
 
 def test_a_format_without_a_readable_size_is_not_decoded():
@@ -182,6 +194,13 @@ def test_a_square_photo_of_the_right_size_is_kept_as_is(real_rgb):
         decode_photo(data, 64, fit="stretch")
 
 
+def test_params_offer_exactly_the_fits():
+    """data.resize's choices are a copy of FITS in params.py (importing this module there would load
+    OpenCV into every stage just to read params.yaml): the copy must name exactly these fits."""
+    (resize,) = [f for f in dataclasses.fields(DataParams) if f.name == "resize"]
+    assert resize.metadata["choices"] == FITS and resize.default in FITS
+
+
 def with_orientation(img: Image.Image, fmt: str, orientation: int) -> bytes:
     if fmt == "TIFF":  # a TIFF keeps the tag in its own first directory
         return pil_bytes(img, fmt, tiffinfo={0x0112: orientation})
@@ -252,6 +271,26 @@ def test_each_conversion_is_counted():
             assert np.abs(img.astype(int) - colour).max() <= tolerance, (kind, data[:8], img[0, 0])
     assert {kind for kind, *_ in cases} == {*CONVERSIONS, None}
     assert arrays.CONVERTED_KINDS == CONVERSIONS  # what stats.json counts
+
+
+def test_decode_image_conversions():
+    gray16 = Image.fromarray(np.full((8, 8), 65535 // 3, dtype=np.uint16))
+    cases = {
+        "grayscale": jpeg((77, 77, 77), mode="L", size=8),
+        "rgba": png(Image.new("RGBA", (8, 8), (1, 2, 3, 4))),
+        "cmyk": jpeg((200, 40, 40), mode="CMYK", size=8),
+        "16bit": png(gray16),
+        None: png(Image.new("RGB", (8, 8), (5, 6, 7))),
+    }
+    for kind, data in cases.items():
+        img, conversion, resized = decode_image(data, 8)
+        assert conversion == kind and not resized
+        assert img.shape == (8, 8, 3) and img.dtype == np.uint8
+    assert (decode_image(cases[None], 8)[0] == (5, 6, 7)).all()  # RGB order, not OpenCV's BGR
+    assert (decode_image(cases["16bit"], 8)[0] == 85).all()  # 16-bit scaled to 8-bit
+    out = np.zeros((4, 4, 3), np.uint8)
+    img, _, resized = decode_image(cases[None], 4, out=out)
+    assert resized and (out == (5, 6, 7)).all()
 
 
 # ------------------------------------------------------------------------------ reduced JPEG decoding

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from support.helpers import load_stage, params_file, png_size, shrunk_params
-from support.stage_outputs import make_model_file, make_prepared
+from support.stage_outputs import ModelFile, make_model_file, make_prepared
 
 from tinyclf.evaluate.metrics import expected_calibration_error
 from tinyclf.evaluate.run import run_evaluation
@@ -171,7 +171,7 @@ def test_missing_model_file_is_a_clear_error(setup, tmp_path, capsys):
 def test_mismatched_model_is_a_clear_error(setup, tmp_path, capsys, kind):
     _, prepared, _, params = setup
     args = {"classes": {"num_classes": 5}, "image_size": {"size": 24}, "dataset": {"dataset": "cifar10"}}[kind]
-    model = make_model_file(tmp_path / "other.pt", **args)
+    model = make_model_file(tmp_path / "other.pt", ModelFile(**args))
     err = _run_expecting_error(capsys, prepared, model, tmp_path / "out", params)
     expected = {"classes": "model has 5 classes but the prepared data has 4",
                 "image_size": "model expects 24x24 images but the prepared val images are 16x16",
@@ -198,7 +198,7 @@ def test_ece_is_the_standard_binned_gap():
 def test_200_class_plots_render(tmp_path):
     """At 200 classes every plot renders (no per-class labels), and the counts stay exact."""
     prepared = make_prepared(tmp_path / "prepared", num_classes=200, size=8, per_class=2)
-    model = make_model_file(tmp_path / "model.pt", num_classes=200, size=8)
+    model = make_model_file(tmp_path / "model.pt", ModelFile(num_classes=200, size=8))
     ep = params_from_dict(shrunk_params(**{"evaluate.batch_size": 200, "evaluate.misclassified_examples": 24})).evaluate
     out = tmp_path / "evaluate"
     result = run_evaluation(prepared, model, out, ep, progress=False)
@@ -226,7 +226,8 @@ def test_the_model_runs_in_the_memory_format_it_was_trained_in(setup, evaluated,
     outputs = {}
     for channels_last in (True, False):
         params = params_from_dict(shrunk_params(train__channels_last=channels_last))
-        model = make_model_file(tmp_path / f"model-{channels_last}.pt", params=params)  # the same weights (seed 0)
+        # The same weights each time (the same seed): only the memory format differs.
+        model = make_model_file(tmp_path / f"model-{channels_last}.pt", ModelFile(params=params))
         outputs[channels_last] = run_evaluation(prepared, model, tmp_path / f"out-{channels_last}", ep,
                                                 progress=False)["metrics"]
     assert formats == [True, False]

@@ -2,7 +2,7 @@
 the same in the workers and device backends, for any number of processes and across a resume.
 
 Real components: the prepared arrays, both backends' batch sources as training builds them
-(`train.run.load_train_data`), the checkpoint fingerprint; no mocks.
+(`train.data_setup.load_train_data`), the checkpoint fingerprint; no mocks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tinyclf.loading.samplers import BalancedDraw, EpochSampler, epoch_order
 from tinyclf.params import params_from_dict
 from tinyclf.train import checkpoint
 from tinyclf.train.distributed import DistInfo
-from tinyclf.train.run import load_train_data
+from tinyclf.train.data_setup import load_train_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,8 +9,8 @@ import re
 import shutil
 
 import pytest
-from support import own_images
 from support.helpers import REAL_SUBSET, free_port, make_repo_copy, run, shrunk_params, venv_env
+from support.own_images_folders import FolderOptions, build_photo_folder
 
 pytestmark = pytest.mark.slow
 CLASSES = 10
@@ -25,8 +25,8 @@ def pipeline(tmp_path_factory):
     if not REAL_SUBSET.exists():
         pytest.skip(f"real Tiny ImageNet subset not present at {REAL_SUBSET}")
     root = tmp_path_factory.mktemp("own_pipeline")
-    spec = own_images.build_photo_folder(root / "photos", REAL_SUBSET, classes=CLASSES, train_per_class=100,
-                                         val_per_class=50)
+    spec = build_photo_folder(root / "photos", REAL_SUBSET,
+                              FolderOptions(classes=CLASSES, train_per_class=100, val_per_class=50))
     params = shrunk_params(train__epochs=8, train__batch_size=32, train__lr=0.1, train__deterministic=True)
     repo = make_repo_copy(root / "repo", params)
     env = venv_env(repo)

@@ -57,7 +57,7 @@ def test_second_repro_runs_nothing(pipeline):
 
 def test_library_edit_reruns_only_what_it_affects(pipeline):
     repo, env, _ = pipeline
-    report = repo / "src/tinyclf/report/results_sections.py"
+    report = repo / "src/tinyclf/report/sections/results.py"
     original = report.read_text()
     report.write_text(original + "\n# an edit a developer makes\n")
     try:

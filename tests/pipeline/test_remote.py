@@ -4,6 +4,7 @@ The pipeline runs once (tests/support/dvc_flow.py: generated data, shrunk params
 clones it into a fresh directory the way a new user would (`git clone` + `dvc pull`) and checks
 that nothing needs to run again, that experiments travel with `dvc exp push/pull`, and what
 happens when a remote is unreachable, a pull is interrupted, or a pulled output was edited.
+`tinyclf remote-check`'s checks that need no server or pipeline are in tests/commands/test_remote_check.py.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def test_push_to_unreachable_remote_fails_names_it_and_keeps_workspace(pub, s3):
     # DVC names the endpoint URL but not the remote (DVC 3.67: "unexpected error - Could not connect…").
     assert "Could not connect to the endpoint URL" in push.stderr, push.stderr
 
-    check = subprocess.run([sys.executable, "-m", "tinyclf.remote_check", "-r", "dead"], cwd=repo, env=env,
+    check = subprocess.run([sys.executable, "-m", "tinyclf.commands.remote_check", "-r", "dead"], cwd=repo, env=env,
                            capture_output=True, text=True)
     assert check.returncode == 1
     assert "remote 'dead'" in check.stderr and "cannot connect to 127.0.0.1" in check.stderr, check.stderr
@@ -145,8 +146,8 @@ def test_push_to_missing_bucket_fails_and_the_check_says_which(pub, s3):
     repo = pub.repo
     env = s3.env(venv_env(repo))
     s3_remote(repo, s3, env, name="nobucket", bucket="tinyclf-no-such-bucket")
-    wrapped = subprocess.run([sys.executable, "-m", "tinyclf.remote_check", "-r", "nobucket", "push"], cwd=repo,
-                             env=env, capture_output=True, text=True)
+    wrapped = subprocess.run([sys.executable, "-m", "tinyclf.commands.remote_check", "-r", "nobucket", "push"],
+                             cwd=repo, env=env, capture_output=True, text=True)
     assert wrapped.returncode != 0
     assert "NoSuchBucket" in wrapped.stderr  # DVC's own message
     assert "remote 'nobucket'" in wrapped.stderr and "bucket 'tinyclf-no-such-bucket' does not exist" in wrapped.stderr
@@ -173,8 +174,8 @@ def test_a_rejected_key_fails_the_push_changes_nothing_and_the_check_names_it(pu
             # DVC 3.67 says only "Forbidden … (403) … HeadObject": a HEAD reply carries no error code.
             assert push.returncode != 0 and "Forbidden" in push.stderr, push.stderr
             assert server.objects() == {}  # nothing reached the remote
-            wrapped = subprocess.run([sys.executable, "-m", "tinyclf.cli", "remote-check", "-r", "authed", "push"],
-                                     cwd=repo, env=bad_env, capture_output=True, text=True)
+            wrapped = subprocess.run([sys.executable, "-m", "tinyclf.commands.cli", "remote-check", "-r", "authed",
+                                      "push"], cwd=repo, env=bad_env, capture_output=True, text=True)
             assert wrapped.returncode != 0
             ours = [line for line in wrapped.stderr.splitlines() if line.startswith("tinyclf remote-check:")]
             assert len(ours) == 1, wrapped.stderr
@@ -189,7 +190,7 @@ def test_a_rejected_key_fails_the_push_changes_nothing_and_the_check_names_it(pu
         push = dvc(repo, "push", "-r", "authed", env=wrong["signature we calculated does not match"], check=False)
         assert push.returncode != 0
         assert server.objects() == pushed  # the remote is intact
-        check = subprocess.run([sys.executable, "-m", "tinyclf.cli", "remote-check", "-r", "authed"], cwd=repo,
+        check = subprocess.run([sys.executable, "-m", "tinyclf.commands.cli", "remote-check", "-r", "authed"], cwd=repo,
                                env=env, capture_output=True, text=True)
         assert check.returncode == 0 and check.stdout.strip().endswith("ok"), check.stderr
 
@@ -202,8 +203,8 @@ def test_a_rejected_key_fails_the_push_changes_nothing_and_the_check_names_it(pu
 def test_remote_check_passes_for_working_remotes(pub, s3, pushed_to_s3):
     env = s3.env(venv_env(pub.repo))
     for name in ("storage", "s3store"):
-        check = subprocess.run([sys.executable, "-m", "tinyclf.remote_check", "-r", name], cwd=pub.repo, env=env,
-                               capture_output=True, text=True)
+        check = subprocess.run([sys.executable, "-m", "tinyclf.commands.remote_check", "-r", name], cwd=pub.repo,
+                               env=env, capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
         assert f"remote '{name}'" in check.stdout and check.stdout.strip().endswith("ok")
 
@@ -256,25 +257,3 @@ def test_pull_refuses_to_overwrite_a_locally_modified_output(pub, tmp_path):
     dvc(repo, "pull", "--force")  # the documented way to discard the edit
     assert digests(repo, PULLED_FILES) == {k: pub.digests[k] for k in PULLED_FILES}
     assert cache_problems(repo) == []
-
-
-def test_remote_check_explains_configuration_mistakes(tmp_path):
-    """No pipeline needed: a bare DVC repository with a misconfigured local remote."""
-    from tinyclf.remote_check import RemoteProblem, check_remote
-
-    repo = tmp_path / "bare"
-    repo.mkdir()
-    env = venv_env(repo)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    dvc(repo, "init", "-q", env=env)
-    with pytest.raises(RemoteProblem, match=r"no default DVC remote: add one with `dvc remote add -d storage <url>`"):
-        check_remote(repo)
-    with pytest.raises(RemoteProblem, match=r"remote 'storage' is not configured \(configured: none\)"):
-        check_remote(repo, "storage")
-    not_a_dir = tmp_path / "a-file"
-    not_a_dir.write_text("")
-    dvc(repo, "remote", "add", "-d", "storage", str(not_a_dir), env=env)
-    with pytest.raises(RemoteProblem, match=rf"remote 'storage' \({not_a_dir}\): .* is a file, not a directory"):
-        check_remote(repo)
-    dvc(repo, "remote", "modify", "storage", "url", str(tmp_path / "new" / "dir"), env=env)
-    assert check_remote(repo).name == "storage"  # missing directories are fine: DVC creates them

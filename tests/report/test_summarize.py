@@ -15,7 +15,7 @@ from support.helpers import load_stage, png_size
 from support.stage_outputs import EPOCHS, report_inputs
 
 from tinyclf.report.inputs import read_dvclive_series
-from tinyclf.report.model_sections import params_differences
+from tinyclf.report.sections.parameters import params_differences
 from tinyclf.report.reference import reference_verdict
 
 torch.set_num_threads(1)
@@ -164,7 +164,7 @@ def test_report_of_a_model_from_scratch_and_balanced_data(summary):
 
 
 def test_class_counts_of_200_classes_stay_short():
-    from tinyclf.report.dataset_section import class_counts_lines
+    from tinyclf.report.sections.dataset import class_counts_lines
     from tinyclf.report.inputs import Inputs
 
     train = [500] * 200

@@ -22,7 +22,7 @@ from support.bombs import png_bomb
 from support.helpers import REAL_SUBSET, REPO, run, venv_env
 from support.served_model import train_and_export
 
-from tinyclf import cli
+from tinyclf.commands import cli
 from tinyclf.data.arrays import load_split
 from tinyclf.data.images import MAX_IMAGE_BYTES
 
@@ -119,7 +119,7 @@ def test_bad_files_are_one_line_each_and_the_rest_still_predicted(served, tmp_pa
     with (bad / "huge.jpg").open("wb") as fh:  # sparse: takes no disk, refused by its size alone
         fh.truncate(MAX_IMAGE_BYTES + 1)
     (bad / "fine.jpg").write_bytes(good)
-    proc = run([sys.executable, "-m", "tinyclf.cli", "predict", str(served["model"]), str(bad),
+    proc = run([sys.executable, "-m", "tinyclf.commands.cli", "predict", str(served["model"]), str(bad),
                 str(tmp_path / "missing.jpg"), "--format", "csv"], REPO, venv_env(REPO), check=False)
     assert proc.returncode == 1
     assert {r["path"] for r in csv.DictReader(io.StringIO(proc.stdout))} == {str(bad / "fine.jpg")}

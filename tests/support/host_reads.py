@@ -26,9 +26,9 @@ from support.helpers import shrunk_params
 from support.synthetic_prepared import write_prepared
 from tinyclf.params import params_from_dict
 from tinyclf.train.distributed import DistInfo
-from tinyclf.train.engine import Progress, StepControl, train_one_epoch
+from tinyclf.train.engine import Progress, StepControl
 from tinyclf.train.recipe import seed_everything
-from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data
+from tinyclf.train.setup import stage_loop
 
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 FROM_PYTHON_DATA = (torch.tensor, torch.as_tensor, torch.asarray, torch.scalar_tensor, torch.Tensor.new_tensor)
@@ -101,19 +101,17 @@ def steady_epoch(tmp_path, monkeypatch, sync_every: int, **overrides) -> SteadyE
         "train__mixup": 0.2, "train__cutmix": 1.0, "train__ema": True, "train__clip_grad": 1.0,
         "train__sync_every": sync_every, **overrides})).train
     info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"))
-    data = load_train_data(prepared, train_params, info)
-    parts, _ = build_trainables(train_params, data, info, "fp32")
-    recipe = build_step_recipe(train_params, parts, data, info, "fp32")
+    loop = stage_loop(prepared, train_params, info)
     seed_everything(0)
-    progress = Progress()
+    progress, plan = Progress(), loop.data.plan
     reads, made = HostReads(monkeypatch), TensorsFromPythonData()
     for epoch in range(2):  # the first epoch warms up (lazy state in the optimizer and EMA, constants per device)
         progress.epoch = epoch
         reads.active = epoch == 1
-        batches = data.train_batches.epoch(epoch)
+        batches = loop.data.train_batches.epoch(epoch)
         with made if epoch == 1 else contextlib.nullcontext():
-            metrics = train_one_epoch(parts.model, batches, recipe, progress, micro_batches=data.plan.micro_per_epoch,
-                                      info=info, control=StepControl(sync_every=sync_every))
+            metrics = loop.steps(batches, plan.micro_per_epoch, progress=progress,
+                                 control=StepControl(sync_every=sync_every))
         progress.end_epoch(metrics["seconds"], metrics["images"])
-    return SteadyEpoch(reads.count, made.calls, data.plan.updates_per_epoch, metrics)
+    return SteadyEpoch(reads.count, made.calls, plan.updates_per_epoch, metrics)
 

@@ -122,16 +122,21 @@ class FileServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if action in ("drop", "stall"):
-                    self.wfile.write(body[:n])
-                    self.wfile.flush()
-                    if action == "stall":
-                        time.sleep(server.stall_seconds)
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    return
+                    return _cut_short(self, body[:n], server.stall_seconds if action == "stall" else None)
                 self.wfile.write(body)
 
         return Handler
+
+
+def _cut_short(handler: BaseHTTPRequestHandler, sent: bytes, wait_seconds: float | None) -> None:
+    """Send only `sent` of a body whose full length was announced, wait if told to (a stall), then close the
+    connection: the client sees a download that breaks off."""
+    handler.wfile.write(sent)
+    handler.wfile.flush()
+    if wait_seconds is not None:
+        time.sleep(wait_seconds)
+    handler.close_connection = True
+    try:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -6,6 +6,7 @@ directory from a real `dvclive.Live`, and the evaluate stage's own outputs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,22 +51,34 @@ def make_prepared(root: Path, *, num_classes: int = 4, size: int = 16, per_class
     return root
 
 
-def make_model_file(path: Path, *, num_classes: int = 4, size: int = 16, model: str = "test_resnet",
-                    dataset: str = "tiny-imagenet", generated: bool = True, params: Params | None = None,
-                    seed: int = 0) -> Path:
-    torch.manual_seed(seed)
+@dataclass(frozen=True)
+class ModelFile:
+    """What make_model_file writes: the network, its data and the params it was trained with."""
+
+    num_classes: int = 4
+    size: int = 16
+    model: str = "test_resnet"
+    dataset: str = "tiny-imagenet"
+    generated: bool = True
+    params: Params | None = None  # None: the shrunk test params
+    seed: int = 0
+
+
+def make_model_file(path: Path, spec: ModelFile = ModelFile()) -> Path:
+    num_classes, model = spec.num_classes, spec.model
+    torch.manual_seed(spec.seed)
     net = create_model(model, num_classes)
     # Non-zero residual branches and head so predictions depend on the image in an interesting way.
     with torch.no_grad():
         for p in net.parameters():
             if p.ndim == 1:
                 p.uniform_(0.5, 1.5)
-    params = params or params_from_dict(shrunk_params())
+    params = spec.params or params_from_dict(shrunk_params())
     meta = {
         "model": model, "num_classes": num_classes,
         "classes": [{"id": c["id"], "name": c["name"]} for c in class_list(num_classes)],
-        "image_size": size, "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.25, 0.25],
-        "dataset": dataset, "generated": generated, "weights": "raw", "params": params.to_dict(),
+        "image_size": spec.size, "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.25, 0.25],
+        "dataset": spec.dataset, "generated": spec.generated, "weights": "raw", "params": params.to_dict(),
         "environment": environment_info("cpu"), "epochs_trained": 2,
     }
     save_model_file(path, net, meta)
@@ -99,7 +112,7 @@ def report_inputs(root: Path) -> dict:
     directory and the evaluate stage's own outputs (its real main(), in this process)."""
     prepared = make_prepared(root / "prepared")
     params_path = params_file(root, train__lr=0.05)
-    model = make_model_file(root / "model.pt", params=params_from_dict(shrunk_params(train__lr=0.05)))
+    model = make_model_file(root / "model.pt", ModelFile(params=params_from_dict(shrunk_params(train__lr=0.05))))
     train = make_train_dir(root / "train")
     evaluate = root / "evaluate"
     assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(evaluate),

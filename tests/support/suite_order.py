@@ -8,13 +8,13 @@
 # every other module follows in its usual order.
 LONGEST_MODULES = (  # seconds on 2026-12-06, summed from --junitxml
     "tests/pipeline/test_pipeline.py",  # 239: the 2x2 queued grid alone is 139
-    "tests/test_quickstart_and_remote_check.py",  # 218
+    "tests/commands/test_quickstart.py",  # 218 with the remote-check tests (now commands/test_remote_check.py)
     "tests/pipeline/test_own_images_pipeline.py",  # 132
     "tests/pipeline/test_remote.py",  # 100
     "tests/train/test_slurm.py",  # 55, and about 15 since for the one-node job
     "tests/pipeline/test_reproducibility.py",  # 61
     "tests/serve/test_space.py",  # 43
     "tests/train/test_resume.py",  # 39
-    "tests/test_cli.py",  # 34
+    "tests/commands/test_cli.py",  # 34
     "tests/train/test_train_options.py",  # 33
 )

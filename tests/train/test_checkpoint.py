@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
 import torch
 import torch.distributed as dist
 from support.gloo_ranks import run_ranks

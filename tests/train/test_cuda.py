@@ -20,9 +20,10 @@ from support.synthetic_prepared import write_prepared
 
 from tinyclf.params import params_from_dict
 from tinyclf.train.distributed import DistInfo
-from tinyclf.train.engine import Progress, StepControl, train_one_epoch
+from tinyclf.train.engine import Progress, StepControl
 from tinyclf.train.recipe import seed_everything
-from tinyclf.train.run import build_step_recipe, build_trainables, load_train_data, run_training
+from tinyclf.train.run import run_training
+from tinyclf.train.setup import stage_loop
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -115,13 +116,11 @@ def test_device_augmentation_is_the_same_on_cuda_and_cpu():
         assert near.float().mean() < 0.1, crop
 
 
-def _steady_setup(prepared, device, **overrides):
+def _steady_loop(prepared, device, **overrides):
+    """The stage's loop on `device` (precision auto: bf16 on CUDA, fp32 on the CPU), uncompiled."""
     train_params = params_from_dict(tree(**{"train__compile": False, **overrides})).train
-    info = DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=device)
-    data = load_train_data(prepared, train_params, info)
-    parts, _ = build_trainables(train_params, data, info, "bf16" if device.type == "cuda" else "fp32")
-    recipe = build_step_recipe(train_params, parts, data, info, "bf16" if device.type == "cuda" else "fp32")
-    return train_params, info, data, parts, recipe
+    return stage_loop(prepared, train_params, DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1,
+                                                       device=device))
 
 
 def test_a_checkpoint_moves_from_cuda_to_cpu_and_back(tmp_path, prepared):
@@ -130,17 +129,16 @@ def test_a_checkpoint_moves_from_cuda_to_cpu_and_back(tmp_path, prepared):
     fingerprint = {"test": "cuda-cpu"}
     progress = Progress()
     for device in (CUDA, torch.device("cpu"), CUDA):
-        _, info, data, parts, recipe = _steady_setup(prepared, device)
-        ckpt = RunCheckpoint(tmp_path / "ck", fingerprint, parts, info)
+        loop = _steady_loop(prepared, device)
+        ckpt = RunCheckpoint(tmp_path / "ck", fingerprint, loop.parts, loop.info)
         if (tmp_path / "ck" / "last.pt").exists():
             progress = Progress()
             assert ckpt.restore(load(tmp_path / "ck" / "last.pt"), progress)
-        before = progress.update
-        metrics = train_one_epoch(parts.model, data.train_batches.epoch(progress.epoch), recipe, progress,
-                                  micro_batches=data.plan.micro_per_epoch, info=info,
-                                  control=StepControl(sync_every=4))
+        before, plan = progress.update, loop.data.plan
+        metrics = loop.steps(loop.data.train_batches.epoch(progress.epoch), plan.micro_per_epoch, progress=progress,
+                             control=StepControl(sync_every=4))
         progress.end_epoch(metrics["seconds"], metrics["images"])
-        assert progress.update == before + data.plan.updates_per_epoch and 0 < metrics["loss"] < 10
+        assert progress.update == before + plan.updates_per_epoch and 0 < metrics["loss"] < 10
         ckpt.save(progress)
     assert progress.epoch == 3
 
@@ -163,20 +161,15 @@ def test_a_steady_state_step_never_waits_for_the_gpu(prepared, backend, device_d
     """CUDA's sync detector during an epoch with sync_every 1000: only the epoch's last step may read,
     on either data backend and with the device backend's splits in host memory (pinned staging
     buffers, non-blocking copies; no tensor from Python data per batch: train/test_sync_free.py)."""
-    _, info, data, parts, recipe = _steady_setup(prepared, CUDA, train__aug_backend=backend, train__workers=1,
-                                                 train__device_data=device_data)
+    loop = _steady_loop(prepared, CUDA, train__aug_backend=backend, train__workers=1, train__device_data=device_data)
     seed_everything(0)
-    progress = Progress()
-    train_one_epoch(parts.model, data.train_batches.epoch(0), recipe, progress, micro_batches=4, info=info,
-                    control=StepControl(sync_every=1000))  # warm-up: lazy state, cuDNN choices
-    progress = Progress(epoch=1)
+    batches, control = loop.data.train_batches, StepControl(sync_every=1000)
+    loop.steps(batches.epoch(0), 4, control=control)  # warm-up: lazy state, cuDNN choices
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train_one_epoch(parts.model, data.train_batches.epoch(1), recipe, progress,
-                            micro_batches=data.plan.micro_per_epoch, info=info,
-                            control=StepControl(sync_every=1000))
+            loop.steps(batches.epoch(1), loop.data.plan.micro_per_epoch, progress=Progress(epoch=1), control=control)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]

@@ -5,7 +5,7 @@ Each "node" is a directory of its own holding what a machine has: its params.yam
 prepared data, and the outputs the stage writes (relative paths, as in the README). Both launches
 run concurrently from their node directory with the same code. The result must match one process
 with the same global batch (run in-process by support/multinode.py, shared with the Slurm test:
-GroupNorm model, mixup and EMA off, as tests/test_ddp.py and for its reasons), only rank 0 may write
+GroupNorm model, mixup and EMA off, as tests/train/test_ddp.py and for its reasons), only rank 0 may write
 outputs, and a node that never shows up must end the job after torchrun's rendezvous join timeout
 instead of hanging.
 

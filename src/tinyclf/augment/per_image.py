@@ -168,12 +168,6 @@ class SampleSeeder:
         self.augment.set_random_state(self._np, self._py)
 
 
-def seed_augment(augment: A.BaseCompose, seed: int, epoch: int, index: int) -> None:
-    """Make the next call of `augment` depend only on (seed, epoch, index) (one-off use; reuse a
-    SampleSeeder in loops)."""
-    SampleSeeder(augment)(seed, epoch, index)
-
-
 class PerImageAugment:
     """An augment as `PreparedDataset` calls it: `(image, epoch, key) -> image`, its randomness from
     (seed, epoch, key) alone (a `SampleSeeder` reseeds the pipeline before each image)."""

@@ -34,7 +34,6 @@ from tinyclf.errors import TinyclfError
 PACK_MANIFEST = ".tinyclf/packed.json"
 # Files operating systems and photo tools leave in folders; never images.
 SYSTEM_JUNK = {"thumbs.db", "desktop.ini", "__macosx", "icon\r", "$recycle.bin", "system volume information"}
-_CHUNK = 1 << 20
 
 
 class PackError(TinyclfError):

@@ -1,14 +1,11 @@
-"""Figures for the evaluate and summarize stages: PNGs that stay readable at 200 classes.
+"""The evaluate stage's figures: PNGs that stay readable at 200 classes.
 
-Figures are built on `matplotlib.figure.Figure` with the Agg canvas directly (no pyplot global
-state, no display needed). Sizes and dpi are fixed and the PNG `Software` tag is dropped, so the
-same numbers give the same PNG bytes: DVC sees an unchanged plot as unchanged.
+Sizes are fixed and the figures are saved through tinyclf.evaluate.png (fixed dpi, no PNG
+`Software` tag), so the same numbers give the same PNG bytes: DVC sees an unchanged plot as unchanged.
 """
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -16,38 +13,20 @@ import matplotlib
 matplotlib.use("Agg")  # headless: stages run on servers without a display
 
 import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tinyclf import atomic
+from tinyclf.evaluate.png import new_figure  # noqa: E402
 
-DPI = 110
 # Up to this many classes every class gets a tick label; above it the axes stay unlabelled and
 # only the extremes are annotated (200 names on one axis are unreadable).
 LABEL_ALL_MAX = 20
-# PNG metadata: matplotlib writes "Software: Matplotlib version…"; dropping it keeps the bytes a
-# function of the picture only (no dates are written to PNG by default).
-_PNG_METADATA = {"Software": None}
 
 
 def short_name(name: str, limit: int = 22) -> str:
     """First synonym of a WordNet-style name ("goldfish, Carassius auratus" -> "goldfish"), cut to `limit`."""
     first = name.split(",")[0].strip() or name
     return first if len(first) <= limit else first[: limit - 1] + "…"
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Figure, path: str | Path) -> None:
-    """Render `fig` to PNG bytes deterministically and write them atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_METADATA)
-    atomic.write_bytes(path, buf.getvalue())
 
 
 def per_class_accuracy(accuracy: Sequence[float], names: Sequence[str], *, annotate: int = 5) -> Figure:
@@ -59,7 +38,7 @@ def per_class_accuracy(accuracy: Sequence[float], names: Sequence[str], *, annot
     acc = np.asarray(accuracy, dtype=float)
     order = np.argsort(-acc, kind="stable")
     n = len(acc)
-    fig = _new_figure(10, 4.8)
+    fig = new_figure(10, 4.8)
     ax = fig.add_subplot()
     xs = np.arange(n)
     if n <= LABEL_ALL_MAX:
@@ -98,7 +77,7 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(names)
     size = 6.5 if n <= LABEL_ALL_MAX else 8.5
-    fig = _new_figure(size + 1.2, size)
+    fig = new_figure(size + 1.2, size)
     ax = fig.add_subplot()
     image = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
@@ -130,7 +109,7 @@ def confused_pairs(pairs: Sequence[dict], names: Sequence[str]) -> Figure:
     `pairs` are dicts with `true`, `predicted` (class indices) and `count`.
     """
     k = len(pairs)
-    fig = _new_figure(9, max(2.5, 0.8 + 0.3 * k))
+    fig = new_figure(9, max(2.5, 0.8 + 0.3 * k))
     ax = fig.add_subplot()
     if k == 0:
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", transform=ax.transAxes)
@@ -158,7 +137,7 @@ def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Seque
     n = len(images)
     cols = max(1, min(columns, n))
     rows = max(1, -(-n // cols))
-    fig = _new_figure(1.9 * cols, 2.15 * rows + 0.4)
+    fig = new_figure(1.9 * cols, 2.15 * rows + 0.4)
     if n == 0:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", transform=ax.transAxes)
@@ -176,39 +155,4 @@ def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Seque
     # Fixed margins rather than tight_layout: measuring dozens of titled axes is slow and buys nothing here.
     top = 1 - 0.75 / fig.get_figheight()  # room for the suptitle and the first row's titles
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.1, hspace=0.35)
-    return fig
-
-
-def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    """Loss, accuracy and learning rate per epoch from DVCLive series {name: (epochs, values)}.
-
-    Missing series are skipped; a panel with no series says so.
-    """
-    panels = [
-        # val_raw/val_ema: the weights not saved, when training kept both (EMA on).
-        ("Loss", ["train/loss", "val/loss", "val_raw/loss", "val_ema/loss"], None),
-        ("Accuracy (%)", ["train/acc", "val/top1", "val/top5", "val_raw/top1", "val_ema/top1"], 100.0),
-        ("Learning rate", ["lr"], None),
-    ]
-    fig = _new_figure(14, 4)
-    for slot, (title, keys, scale) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), slot + 1)
-        drawn = 0
-        for key in keys:
-            if key not in curves:
-                continue
-            xs, ys = curves[key]
-            ys = ys * scale if scale else ys
-            style = "--" if key.startswith(("val_raw/", "val_ema/")) else "-"
-            ax.plot(xs, ys, style, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.3, label=key)
-            drawn += 1
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
     return fig

@@ -32,6 +32,7 @@ from tinyclf.errors import TinyclfError
 from tinyclf.evaluate import plots
 from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, most_confused_pairs, per_class_table,
                                       predictions_csv, summarize_predictions)
+from tinyclf.evaluate.png import save_png
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.loader import LoaderSpeed, make_loader
 from tinyclf.loading.normalize import ModelInput
@@ -124,15 +125,10 @@ def default_device() -> torch.device:
 
 def runs_channels_last(meta: dict) -> bool:
     """Whether evaluation runs the model channels_last: as it was trained (`train.channels_last` in
-    the model file's params, true by default), on every device.
-
-    A rule, not a timing taken at run time, so the same model, device and data give the same
-    metrics.json bytes. On 2 CPU cores (docs/benchmarks.md, "A CPU run at the CPU's speed")
-    channels_last is the faster format at the stage's batch of 256 for both model families (timm
-    resnet18 at 32 px 1.14x, tiny_resnet50 at 64 px 1.45x); it is the GPU path's format too, and
-    the one training's own validation ran in. (Below batch 64, resnet18 at 32 px is faster
-    contiguous there.)
-    """
+    the model file's params, true by default), on every device. A rule, not a timing taken at run
+    time, so the same model, device and data give the same metrics.json bytes; the format training
+    validated in, and the faster one at the stage's batch (docs/benchmarks.md, "A CPU run at the
+    CPU's speed")."""
     return bool(meta.get("params", {}).get("train", {}).get("channels_last", True))
 
 
@@ -194,12 +190,12 @@ def _write_plots(plot_dir: Path, summary: Summary, labels: np.ndarray, pairs: li
                  images: np.ndarray, misclassified_examples: int) -> None:
     counts = summary.confusion.sum(axis=1)
     accuracy = np.divide(np.diag(summary.confusion), counts, out=np.zeros(len(counts)), where=counts > 0)
-    plots.save_png(plots.per_class_accuracy(accuracy, names), plot_dir / "per_class_accuracy.png")
-    plots.save_png(plots.confusion_matrix(summary.confusion, names), plot_dir / "confusion_matrix.png")
-    plots.save_png(plots.confused_pairs(pairs, names), plot_dir / "confused_pairs.png")
+    save_png(plots.per_class_accuracy(accuracy, names), plot_dir / "per_class_accuracy.png")
+    save_png(plots.confusion_matrix(summary.confusion, names), plot_dir / "confusion_matrix.png")
+    save_png(plots.confused_pairs(pairs, names), plot_dir / "confused_pairs.png")
     picks = misclassified(summary, labels, misclassified_examples)
     grid = plots.misclassified_grid(
         np.asarray(images[picks]),  # the stored uint8 pixels, not the normalized model input
         labels[picks].tolist(), summary.topk[picks, 0].tolist(), summary.confidence[picks].tolist(), names,
     )
-    plots.save_png(grid, plot_dir / "misclassified.png")
+    save_png(grid, plot_dir / "misclassified.png")

@@ -35,7 +35,6 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from tinyclf.augment.device import DeviceAugment
 from tinyclf.data import arrays
 from tinyclf.errors import TinyclfError
 from tinyclf.loading.samplers import EpochOrder
@@ -45,6 +44,9 @@ _CHUNK_ROWS = 8192  # rows copied at a time while loading a split onto the devic
 # One batch's buffer being copied to the GPU while the other is gathered into; a third would only
 # let the host run further ahead of a GPU that is the bottleneck anyway.
 STAGING_BUFFERS = 2
+# What turns a gathered uint8 N×3×H×W batch, its sample keys and the epoch into the model's input
+# (`augment.device.DeviceAugment`; loading does not import augment: augment builds on loading).
+Augment = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 SPLITS = ("train", "val")  # in the order they claim GPU memory: train is gathered every step
 
 
@@ -218,7 +220,7 @@ class DeviceTrainBatches:
     """This rank's augmented micro-batches of one epoch, as (model input, labels) on the device:
     `per_rank` images each, `micro_per_epoch` of them, in `order`'s order."""
 
-    def __init__(self, split: DeviceSplit | HostSplit, augment: DeviceAugment, order: EpochOrder, *, per_rank: int,
+    def __init__(self, split: DeviceSplit | HostSplit, augment: Augment, order: EpochOrder, *, per_rank: int,
                  micro_per_epoch: int):
         self.split, self.augment, self.order = split, augment, order
         self.per_rank, self.micro_per_epoch = per_rank, micro_per_epoch

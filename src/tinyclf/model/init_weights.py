@@ -13,7 +13,7 @@
 Matching: after dropping wrapper prefixes (`module.` from DDP, `_orig_mod.` from torch.compile,
 and one leading name shared by every key when that matches more, such as Lightning's `model.`),
 every tensor of the model whose name AND shape are in the source is loaded; the rest keep their
-fresh initialisation. The classifier (`model.get_classifier()`, or the last layer with one output
+fresh initialisation. The classifier (timm's `get_classifier()`, or the last layer with one output
 per class) thus stays freshly initialised when the class count differs.
 
 `apply_init` returns a plain dict (stored in the model file's meta as `init`, and in the resume

@@ -2,8 +2,9 @@
 
 `write_summary` is what stages/summarize.py calls; `render_report` puts report.md together: its head
 (title, banners, the headline against the reference) and its sections in reading order, each built
-in its own module. Nothing in the outputs depends on the clock or on where the repository lives
-(no timestamps, no absolute paths), so unchanged inputs give identical bytes.
+in its own module of `report/sections/`, named after the section. Nothing in the outputs depends
+on the clock or on where the repository lives (no timestamps, no absolute paths), so unchanged
+inputs give identical bytes.
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ import os
 from pathlib import Path
 
 from tinyclf import atomic
-from tinyclf.evaluate import plots
+from tinyclf.evaluate.png import save_png
 from tinyclf.params import Params
 from tinyclf.report.card import render_model_card
-from tinyclf.report.dataset_section import dataset_section
 from tinyclf.report.facts import imbalance_warning
 from tinyclf.report.inputs import Inputs, Sources, epochs_from_steps, read_inputs
 from tinyclf.report.markdown import pct
-from tinyclf.report.model_sections import CURVES_FILE, model_section, params_section, training_section
 from tinyclf.report.reference import comparability_note, generated_banner, is_reference_dataset, reference_verdict
-from tinyclf.report.results_sections import highlights_section, results_section, superclass_section
-from tinyclf.report.timing_sections import environment_section, timing_section
+from tinyclf.report.sections.dataset import dataset_section
+from tinyclf.report.sections.environment import environment_section
+from tinyclf.report.sections.highlights import highlights_section
+from tinyclf.report.sections.model import model_section
+from tinyclf.report.sections.parameters import params_section
+from tinyclf.report.sections.results import results_section
+from tinyclf.report.sections.superclasses import superclass_section
+from tinyclf.report.sections.timing import timing_section
+from tinyclf.report.sections.training import CURVES_FILE, training_curves, training_section
 
 
 def write_summary(sources: Sources, out_dir: str | Path, params: Params) -> dict[str, Path]:
@@ -33,7 +39,7 @@ def write_summary(sources: Sources, out_dir: str | Path, params: Params) -> dict
     plots_rel = Path(os.path.relpath(sources.evaluate.resolve() / "plots", out_dir.resolve())).as_posix()
     curves = {name: (epochs_from_steps(steps), values) for name, (steps, values) in inputs.series.items()}
     paths = {"report": out_dir / "report.md", "model_card": out_dir / "model_card.md", "curves": out_dir / CURVES_FILE}
-    plots.save_png(plots.training_curves(curves), paths["curves"])
+    save_png(training_curves(curves), paths["curves"])
     atomic.write_text(paths["model_card"], render_model_card(inputs))
     atomic.write_text(paths["report"], render_report(inputs, plots_rel))
     return paths

@@ -6,10 +6,9 @@ inside, `logits` and `probabilities` out, opset 18, with the class list, input s
 onnxruntime against PyTorch on up to 512 prepared validation images, spread over the whole split;
 if it fails, neither the ONNX file nor parity.json is written.
 
-Exporter: the TorchScript one (`dynamo=False`). Measured here (2 CPU cores, torch 2.14) it exports
-tiny_resnet50 in 0.6-2 s and timm's resnet18 in 0.3 s with logits equal to ~1e-7, where the
-torch.export-based one takes 4-7 s and prints its progress; the latter is the fallback for a model the
-TorchScript exporter cannot trace. Either way the parity check below is what vouches for the graph.
+Exporter: the TorchScript one (`dynamo=False`): several times faster than the torch.export-based one
+with logits as equal, and quiet (docs/benchmarks.md, "Inference"); the latter is the fallback for a
+model the TorchScript exporter cannot trace. Either way the parity check below vouches for the graph.
 """
 
 from __future__ import annotations

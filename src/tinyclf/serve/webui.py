@@ -38,13 +38,10 @@ MAX_UPLOAD = 64 * 2**20
 # days must not fill the disk.
 DELETE_CACHE = (3600, 3600)
 # How many classifications run at once, page and API together (one Gradio concurrency group), and
-# the onnxruntime threads each one uses (0: one per core). Two at once on one thread each, measured
-# on 2 cores with 16 users (benchmarks/demo_latency.py --clients 16, docs/benchmarks.md "The demo
-# under load"): the lowest p95 (483 ms, against 604 ms for one at a time on 2 threads, Gradio's
-# default limit, and 560 ms for two on 2 threads), the best p50 and requests/s, and a third less
-# server CPU: one request's decode (OpenCV, no GIL) overlaps the other's model run rather than 2
-# threads spinning on a batch of one. No limit has the longest tail (p95 613 ms) and RSS grows with
-# the requests in flight.
+# the onnxruntime threads each one uses (0: one per core). Two at once on one thread each: one
+# request's decode (OpenCV, no GIL) overlaps the other's model run instead of two threads spinning
+# on a batch of one; of four settings measured under 16 users it had the lowest tail latency and the
+# most requests/s (docs/benchmarks.md, "The demo under load").
 CONCURRENCY_LIMIT = 2
 MODEL_THREADS = 1
 # Tiny ImageNet's images are 64 px: shown at their own size they are stamps, so the input fills

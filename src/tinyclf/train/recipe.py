@@ -8,13 +8,10 @@ scheduler, loss and mixup (the per-batch input path on the device is `tinyclf.au
 - timm `Mixup`/CutMix with `SoftTargetCrossEntropy` (label smoothing inside the soft targets),
   otherwise cross-entropy with label smoothing. train/acc is measured against the dominant label
   of each (mixed) target, i.e. the image's own label unless mixing made another one heavier.
-- Random erasing (pixel mode) on the normalized batch, before mixing: timm's for the workers
-  backend, `augment.device.random_erasing` (per sample) for the device backend.
-- `aug_backend: auto` is the device backend on CUDA and on a CPU alike (on 2 CPU cores, real Tiny
-  ImageNet, resnet18 at batch 256 trains at 1.00x a bare loop with it and 0.94x with the workers
-  backend, whose processes compete with the model for the cores: docs/benchmarks.md), unless
-  `policy` asks for an albumentations policy, which only the workers backend runs;
-  `compile: auto` compiles on CUDA only.
+- `aug_backend: auto` is the device backend on CUDA and on a CPU alike (on a CPU the workers
+  backend's processes compete with the model for the cores: docs/benchmarks.md, "A CPU run at the
+  CPU's speed"), unless `policy` asks for an albumentations policy, which only the workers backend
+  runs; `compile: auto` compiles on CUDA only.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Layout (as published, and as `write_stand_in` writes it):
     cifar-10-batches-py/batches.meta                  "label_names": the class order
     cifar-10-batches-py/readme.html
 
-The batches are Python-2 pickles (`tinyclf.data.cifar_python` reads and writes them). The
+The batches are Python-2 pickles (`tinyclf.data.formats.cifar_python` reads and writes them). The
 stand-in's batches.meta is the official one byte for byte, so a stand-in has exactly 10 classes
 and carries a `tinyclf-generated` member before its batches.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyclf.data.cifar_python import (batch, label_names, pixel_rows, py2_pickle, read_members, tar_has_member,
-                                       write_tar_gz)
+from tinyclf.data.formats.cifar_python import (batch, label_names, pixel_rows, py2_pickle, read_members,
+                                               tar_has_member, write_tar_gz)
 from tinyclf.data.formats.contract import ArraySplit, FormatData, PrepareOptions, StandInSpec
-from tinyclf.data.synthetic import MARKER, render_images
+from tinyclf.data.formats.synthetic import MARKER, render_images
 
 TITLE = "CIFAR-10"
 ROOT = "cifar-10-batches-py"

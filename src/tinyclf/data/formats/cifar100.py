@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyclf.data.cifar_python import (batch, label_names, pixel_rows, py2_pickle, read_members, tar_has_member,
-                                       write_tar_gz)
+from tinyclf.data.formats.cifar_python import (batch, label_names, pixel_rows, py2_pickle, read_members,
+                                               tar_has_member, write_tar_gz)
 from tinyclf.data.formats.contract import ArraySplit, FormatData, PrepareOptions, StandInSpec
-from tinyclf.data.synthetic import MARKER, render_images
+from tinyclf.data.formats.synthetic import MARKER, render_images
 from tinyclf.errors import PrepareError
 
 TITLE = "CIFAR-100"

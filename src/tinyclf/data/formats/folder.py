@@ -1,9 +1,10 @@
 """Your own images (`data.dataset: folder`): an archive of class folders, indexed from its member
 names, decoded by preprocess like the official formats.
 
-The layout index (`tinyclf.data.folder_layout`) decides classes and splits from member names alone;
-preprocess then decodes the members in parallel straight out of the archive, each checked from its
-header before decoding, EXIF-rotated, converted to 8-bit RGB and made square by `data.resize`.
+The layout index (`tinyclf.data.formats.folder_layout`) decides classes and splits from member
+names alone; preprocess then decodes the members in parallel straight out of the archive, each
+checked from its header before decoding, EXIF-rotated, converted to 8-bit RGB and made square by
+`data.resize`.
 What the user should know goes to stderr as one line each and into stats.json's `folder` section
 (`finish`): files that were not images, links not followed, duplicates across the splits, classes
 without validation images, and a strong class imbalance. There is no generated stand-in: own
@@ -19,7 +20,7 @@ import numpy as np
 
 from tinyclf.data import arrays
 from tinyclf.data.archive_members import ArchiveError, open_archive
-from tinyclf.data.folder_layout import FolderIndex, build_index
+from tinyclf.data.formats.folder_layout import FolderIndex, build_index
 from tinyclf.data.formats.contract import DecodeRule, FormatData, MemberSplit, PrepareOptions
 from tinyclf.errors import PrepareError
 

@@ -5,8 +5,8 @@ as the official archive of any format that has a stand-in, and the check that an
                   train_per_class=100, val_per_class=20, test_images=20, seed=0)
 
 Each format writes its own stand-in in its exact official layout (`registry.stand_in(name)`), so
-the real readers are exercised; the images are `tinyclf.data.synthetic`'s, which a ResNet learns in
-a few CPU epochs. Same arguments, same bytes: archive timestamps, owners and headers are fixed, and
+the real readers are exercised; the images are `tinyclf.data.formats.synthetic`'s, which a ResNet
+learns in a few CPU epochs. Same arguments, same bytes: archive timestamps, owners and headers are fixed, and
 each split draws from its own random stream. Generated archives mark themselves, so everything
 derived from them says it was trained on generated data.
 """

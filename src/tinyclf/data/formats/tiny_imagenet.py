@@ -31,7 +31,7 @@ from PIL import Image
 
 from tinyclf.data.file_names import is_image_name, natural_key
 from tinyclf.data.formats.contract import DecodeRule, FormatData, MemberSplit, PrepareOptions, StandInSpec
-from tinyclf.data.synthetic import MARKER, class_description, render_images
+from tinyclf.data.formats.synthetic import MARKER, class_description, render_images
 from tinyclf.errors import PrepareError
 
 ROOT = "tiny-imagenet-200"

@@ -1,0 +1,44 @@
+"""The report's "Model" section: architecture, size, starting weights (and the layers not loaded),
+the weights saved, the ONNX export, and the layer table for one image."""
+
+from __future__ import annotations
+
+from tinyclf.model.summary import format_model_table
+from tinyclf.report.facts import export_text, init_text
+from tinyclf.report.inputs import Inputs
+from tinyclf.report.markdown import macs_text
+
+INIT_GROUPS_SHOWN = 10  # not-loaded layers listed under "Initial weights"
+
+
+def model_section(inputs: Inputs) -> str:
+    meta, table = inputs.meta, inputs.table
+    macs = table["total_mult_adds"]
+    lines = [
+        "## Model",
+        "",
+        f"- **Architecture:** `{meta['model']}`, {meta['num_classes']} classes, "
+        f"{meta['image_size']}×{meta['image_size']} input",
+        f"- **Parameters:** {table['total_params']:,} ({table['trainable_params']:,} trainable); "
+        f"mult-adds per image: {macs_text(macs)}",
+        f"- **Initial weights:** {init_text(meta)}",
+        *_init_not_loaded_lines(meta),
+        f"- **Weights saved:** {meta['weights']} (EMA when `ema`), after {meta['epochs_trained']} epochs",
+        *([f"- **ONNX export:** {export_text(inputs.export)}"] if inputs.export else []),
+        "",
+        "Layer table for one image (torchinfo style; containers show the totals of what they hold):",
+        "",
+        format_model_table(table).rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _init_not_loaded_lines(meta: dict) -> list[str]:
+    groups = (meta.get("init") or {}).get("not_loaded") or []
+    lines = [f"  - `{g['module']}` ({', '.join(g['tensors'])}): {g['reason']}" if g["tensors"]
+             else f"  - {g['module']} {g['reason']}" for g in groups[:INIT_GROUPS_SHOWN]]
+    if len(groups) > INIT_GROUPS_SHOWN:
+        lines.append(f"  - … and {len(groups) - INIT_GROUPS_SHOWN} more layers "
+                     "(the model file's meta `init` lists them)")
+    return (["- **Not loaded** (kept freshly initialised):"] + lines) if lines else []
+

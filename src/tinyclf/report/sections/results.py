@@ -1,0 +1,37 @@
+"""The report's "Results" section: the metrics, the verdict against the reference, and the evaluate
+stage's figures."""
+
+from __future__ import annotations
+
+from tinyclf.report.facts import metrics_table
+from tinyclf.report.inputs import Inputs
+from tinyclf.report.markdown import pct
+from tinyclf.report.reference import comparability_note, reference_text, reference_verdict
+
+FIGURES = (("Per-class accuracy", "per_class_accuracy.png"), ("Most confused pairs", "confused_pairs.png"),
+           ("Confusion matrix", "confusion_matrix.png"), ("Misclassified examples", "misclassified.png"))
+
+
+def results_section(inputs: Inputs, plots_rel: str) -> str:
+    """Metrics, the verdict against the reference, and the evaluate stage's figures (under `plots_rel`)."""
+    m, classes = inputs.metrics, inputs.classes
+    evaluated = inputs.per_class  # what was evaluated: num_images, tta_flip, generated
+    note = comparability_note(classes["dataset"], bool(evaluated.get("generated", classes["generated"])))
+    tta = ("with horizontal-flip test-time augmentation" if evaluated.get("tta_flip")
+           else "without test-time augmentation")
+    lines = [
+        "## Results",
+        "",
+        f"Evaluated on all {evaluated['num_images']:,} validation images, {tta}.",
+        "",
+        metrics_table(m, num_classes=len(classes["classes"])),
+        "",
+        f"**Against the reference** — {reference_text()}: this model reaches {pct(m['top1'])} top-1 and "
+        f"**{reference_verdict(m['top1'], note is None)}**.",
+    ]
+    if note:
+        lines += ["", f"_{note}_"]
+    for title, file in FIGURES:
+        lines += ["", f"![{title}]({plots_rel}/{file})"]
+    return "\n".join(lines) + "\n"
+

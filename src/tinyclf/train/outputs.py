@@ -1,0 +1,73 @@
+"""What a finished run leaves, written by rank 0: the model file (`models/model.pt`: the weights
+`train.save_weights` names, with plain metadata) and run.json (hardware, timing and cost facts,
+kept out of the model file so its bytes are reproducible)."""
+
+from __future__ import annotations
+
+from tinyclf import atomic
+from tinyclf.environment import device_name, environment_info
+from tinyclf.model.file import save_model_file
+from tinyclf.train.checkpoint import Trainables
+from tinyclf.train.cost import RunCost
+from tinyclf.train.data_setup import TrainData
+from tinyclf.train.engine import Progress
+from tinyclf.train.recipe import resolve_compile
+from tinyclf.train.setup import RunPaths, RunSetup
+
+
+def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Trainables, progress: Progress,
+                  cost: RunCost) -> None:
+    """Rank 0: the model file (EMA or raw weights) and run.json (hardware and timing)."""
+    final = parts.ema.module if run.weights == "ema" else parts.model
+    save_model_file(paths.model_out, final, model_meta(run, data, parts.init))
+    record = run_record(run, data, progress)
+    record.update(cost.record(progress.run_seconds))
+    atomic.write_json(paths.live / "run.json", record)
+
+
+def model_meta(run: RunSetup, data: TrainData, init: dict | None = None) -> dict:
+    """The model file's meta (docs/architecture.md, "model file"); `init`: what the weights started from."""
+    params = run.params
+    classes, stats = data.classes, data.stats
+    h, w = (int(v) for v in stats["image_size"])
+    return {
+        "model": params.train.model,
+        "num_classes": data.num_classes,
+        "classes": [{"id": c["id"], "name": c["name"]} for c in classes["classes"]],
+        "image_size": h if h == w else [h, w],
+        "mean": [float(x) for x in stats["mean"]],
+        "std": [float(x) for x in stats["std"]],
+        "dataset": stats.get("dataset", params.data.dataset),
+        "generated": bool(stats.get("generated", False) or classes.get("generated", False)),
+        "weights": run.weights,
+        "params": params.to_dict(),
+        "environment": environment_info(run.info.device),
+        "epochs_trained": run.num_epochs,
+        # None only for a run resumed from a checkpoint older than the record (not known).
+        "init": init,
+    }
+
+
+def run_record(run: RunSetup, data: TrainData, progress: Progress) -> dict:
+    """run.json: the hardware and timing facts the report shows (kept out of model.pt so its bytes
+    are reproducible)."""
+    train_params, info, device = run.train, run.info, run.info.device
+    seconds = progress.run_seconds
+    images_per_s = progress.run_images / seconds if seconds > 0 else None
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "device_count": info.world_size if device.type == "cuda" else 0,
+        "world_size": info.world_size,
+        "nodes": max(1, info.world_size // info.local_world_size),
+        "precision": run.precision,
+        "compile": resolve_compile(train_params, device),
+        "channels_last": train_params.channels_last,
+        "aug_backend": data.backend,
+        "epochs": run.num_epochs,
+        "train_seconds": round(seconds, 3),
+        "train_images": progress.run_images,
+        "images_per_s": round(images_per_s, 1) if images_per_s else None,
+        "generated": bool(data.stats.get("generated", False)),
+    }
+
