@@ -69,7 +69,7 @@ def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone
     assert [row["name"] for row in rows] == ["quickstart"], rows
     data = rows[0]["data"]
     train = data["params"]["params.yaml"]["data"]["train"]
-    assert train["epochs"] == 5 and train["model"] == "tiny_resnet50"
+    assert train["epochs"] == 3 and train["model"] == "tiny_resnet50"
     assert data["params"]["params.yaml"]["data"]["download"]["source"] == "generated"
     assert data["metrics"]["results/evaluate/metrics.json"]["data"]["top1"] == metrics["top1"]
     assert yaml.safe_load(committed)["train"]["epochs"] == 150  # the reference setup, untouched
@@ -97,8 +97,8 @@ def test_a_change_tried_from_a_branch_of_the_quickstart_reads_at_120_columns(qui
     header = next(line for line in lines if "Experiment" in line).split()
     assert header[:4] == ["Experiment", "Created", "top1", "top5"] and "train.lr" in header, out
     experiments = experiment_rows(json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout))
-    for name, rev, lr in (("my-setup", "HEAD", 0.4),
-                          ("lower-lr", next(r["rev"] for r in experiments if r["name"] == "lower-lr"), 0.2)):
+    lower_lr = next(r["rev"] for r in experiments if r["name"] == "lower-lr")
+    for name, rev, lr in (("my-setup", "HEAD", 0.4), ("lower-lr", lower_lr, 0.2)):
         row = next(line for line in lines if f"[{name}]" in line or line.split()[:1] == [name])
         metrics = json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
         assert f" {metrics['top1']:g} " in row and f" {metrics['top5']:g} " in row, (row, metrics)
@@ -151,11 +151,14 @@ def fake_quickstart_repo(root: Path) -> Path:
 
 
 def test_quickstart_again_replaces_its_experiment_and_its_report(tmp_path):
+    from tinyclf.commands.quickstart import OVERRIDES
+
+    expected = f"GENERATED run, epochs {OVERRIDES['train.epochs']}"  # what the stand-in pipeline writes
     repo = fake_quickstart_repo(tmp_path / "repo")
     first = tinyclf(repo, "quickstart")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "replacing" not in first.stdout
-    assert (repo / "quickstart/results/summary/report.md").read_text() == "GENERATED run, epochs 5"
+    assert (repo / "quickstart/results/summary/report.md").read_text() == expected
     (repo / "quickstart/results/summary/report.md").write_text("stale")
 
     again = tinyclf(repo, "quickstart")
@@ -163,7 +166,7 @@ def test_quickstart_again_replaces_its_experiment_and_its_report(tmp_path):
     assert "replacing the earlier 'quickstart' experiment" in again.stdout
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, venv_env(repo)).stdout)
     assert [row["name"] for row in experiment_rows(shown)] == ["quickstart"]  # one, not two
-    assert (repo / "quickstart/results/summary/report.md").read_text() == "GENERATED run, epochs 5"
+    assert (repo / "quickstart/results/summary/report.md").read_text() == expected
     assert not (repo / "quickstart.tmp").exists()
     assert run(["git", "status", "--porcelain"], repo, venv_env(repo)).stdout == ""
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"] == 150

@@ -1,7 +1,8 @@
 """The pipeline as users drive it: real `dvc repro`, `dvc exp run`, `dvc exp show`, plots, in a temp copy.
 
-One shrunk pipeline run (tiny generated data, a couple of CPU epochs) per module, reused by the
-tests below in order; each test states which DVC behaviour a user relies on.
+One shrunk pipeline run (tiny generated data, a couple of CPU epochs), the one test_remote.py and
+test_reproducibility.py start from too (support/dvc_flow.py), reused by the tests below in order;
+each test states which DVC behaviour a user relies on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from support.dvc_flow import published_copy
 from support.helpers import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
 
 STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
@@ -24,12 +26,10 @@ def ran_stages(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    repo = make_repo_copy(tmp_path_factory.mktemp("pipeline") / "repo", shrunk_params())
-    env = venv_env(repo)
-    first = run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-q", "-m", "baseline run"], repo, env)
-    return repo, env, first.stdout + first.stderr
+    """The shrunk pipeline after `dvc repro`, committed (support/dvc_flow.py: run once per test run),
+    in a copy of its own: these tests run experiments and edit the library in it."""
+    pub = published_copy(tmp_path_factory)
+    return pub.repo, venv_env(pub.repo), pub.log
 
 
 def test_repro_runs_all_six_stages_in_order(pipeline):

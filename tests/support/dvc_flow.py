@@ -1,19 +1,26 @@
-"""The "published" pipeline that test_remote.py and test_reproducibility.py share, and DVC helpers.
+"""The "published" pipeline that test_pipeline.py, test_remote.py and test_reproducibility.py share,
+and DVC helpers.
 
-Running the real pipeline costs most of these tests' time, so it runs once per test process:
-`published(tmp_path_factory)` builds a repository copy on shrunk params with
-`train.deterministic: true`, runs `dvc repro`, commits the result the way a user would
-(`git add -A`), adds a local directory remote as the default remote (committed, as docs/remotes.md
-says), runs `dvc push` and pushes git to a bare repository ("origin"). Tests never change that
-repository's workspace: they clone it (`clone_and_pull`) and work in the clone.
+Running the real pipeline costs most of these tests' time, so it runs once per test run, whatever
+the number of xdist workers: `published(tmp_path_factory)` builds, under a file lock in the run's
+shared temp folder, a repository copy on shrunk params with `train.deterministic: true`, runs
+`dvc repro`, commits the result the way a user would (`git add -A`), adds a local directory remote
+as the default remote (committed, as docs/remotes.md says), runs `dvc push` and pushes git to a bare
+repository ("origin"). Each test process then gets its own copy of all three (tests push, add
+remotes, run experiments), its remotes pointed at that copy. Tests that must not change the
+published workspace clone it (`clone_and_pull`) and work in the clone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from support.helpers import make_repo_copy, run, shrunk_params, venv_env
 
@@ -44,6 +51,7 @@ class Published:
     origin: Path        # bare git repository it was pushed to (branch main)
     storage: Path       # the local directory DVC remote "storage" (the committed default remote)
     digests: dict       # md5 of each of PULLED_FILES + GIT_FILES in `repo`
+    log: str            # what the first `dvc repro` printed
 
 
 _CACHE: dict[str, Published] = {}
@@ -66,24 +74,57 @@ def git(repo: Path, *args, env=None) -> subprocess.CompletedProcess:
 
 
 def published(tmp_path_factory) -> Published:
-    """The pipeline run and published once per test process (see the module docstring)."""
+    """This test process's copy of the pipeline run and published once per test run (see the module
+    docstring)."""
     if "published" in _CACHE:
         return _CACHE["published"]
+    _CACHE["published"] = published_copy(tmp_path_factory)
+    return _CACHE["published"]
+
+
+def published_copy(tmp_path_factory) -> Published:
+    """A copy of its own of the published pipeline, for tests that change its workspace."""
+    built = _built_once(tmp_path_factory)
     root = tmp_path_factory.mktemp("published")
+    shutil.copytree(built, root, symlinks=True, dirs_exist_ok=True)
+    repo, origin, storage = root / "repo", root / "origin.git", root / "storage"
+    # The copy's own remotes: origin in git's config, the DVC remote in the committed config.
+    git(repo, "remote", "set-url", "origin", str(origin))
+    dvc(repo, "remote", "modify", "storage", "url", str(storage))
+    git(repo, "commit", "-q", "--amend", "-a", "--no-edit")
+    git(repo, "push", "-q", "-f", "origin", "main")
+    return Published(repo=repo, origin=origin, storage=storage, digests=digests(repo),
+                     log=(root / "repro.log").read_text())
+
+
+def _built_once(tmp_path_factory) -> Path:
+    """The published pipeline, built by whichever test process asks first (xdist workers share the
+    run's temp folder, the parent of their own)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "published-pipeline"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "built").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            _build(shared)
+            (shared / "built").touch()
+    return shared
+
+
+def _build(root: Path) -> None:
     repo = make_repo_copy(root / "repo", shrunk_params(train__deterministic=True))
-    dvc(repo, "repro")
+    (root / "repro.log").write_text(_output(dvc(repo, "repro")))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Run the pipeline")
-    storage = root / "storage"
-    dvc(repo, "remote", "add", "-d", "storage", str(storage))
+    dvc(repo, "remote", "add", "-d", "storage", str(root / "storage"))
     git(repo, "commit", "-q", "-am", "Add the default DVC remote")
     dvc(repo, "push")
-    origin = root / "origin.git"
-    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], root)
-    git(repo, "remote", "add", "origin", str(origin))
+    run(["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], root)
+    git(repo, "remote", "add", "origin", str(root / "origin.git"))
     git(repo, "push", "-q", "origin", "main")
-    _CACHE["published"] = Published(repo=repo, origin=origin, storage=storage, digests=digests(repo))
-    return _CACHE["published"]
+
+
+def _output(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
 
 
 def clone(pub: Published, dest: Path) -> Path:

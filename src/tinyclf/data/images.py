@@ -75,8 +75,8 @@ _ORIENT = {
 
 
 # ------------------------------------------------------------------------------ headers
-# Read by hand rather than with Pillow's lazy Image.open: that costs 62% of decoding a 64x64 JPEG,
-# this 17%, and Pillow's PNG getexif() decodes the image (benchmarks/header_read.py, docs/benchmarks.md).
+# Read by hand rather than with Pillow's lazy Image.open, which costs several times more per file, and
+# Pillow's PNG getexif() decodes the image (docs/benchmarks.md, "Reading the header").
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of a JPEG, PNG, GIF, BMP, WebP or TIFF file; None for anything
     else (another format, or a header too short or damaged to say)."""
@@ -311,7 +311,8 @@ def jpeg_scale_down(data: bytes, size: int) -> int:
     anything but an 8-bit JPEG. The largest factor that leaves the short side at least 2×`size`,
     the margin PIL's thumbnail() keeps too: INTER_AREA then averages at least 2x2 decoded pixels
     into each output pixel, and the result stays close to a full decode's (tests/data/test_images.py
-    bounds the difference). 2-4x faster for a 12-megapixel photo going to 96-224 px."""
+    bounds the difference). Several times faster for a large photo going to a small size
+    (docs/benchmarks.md, "Your own images")."""
     frame = _jpeg_frame(data) if _is_jpeg(data) else None
     if frame is None or frame[3] != 8:  # 12-bit JPEGs: OpenCV's reduced modes are 8-bit
         return 1
