@@ -231,7 +231,7 @@ def test_interrupted_pull_completes_when_run_again(pub, s3, pushed_to_s3, tmp_pa
 
     dvc(repo, "pull", "-r", "s3store", env=env)
     assert digests(repo) == pub.digests
-    assert cache_problems(repo) == []  # a partial download may remain as a hidden .tmp file: harmless
+    assert cache_problems(repo) == []  # a partial download may remain as a .tmp file: harmless
     assert "Data and pipelines are up to date." in dvc(repo, "status", env=env).stdout
 
 

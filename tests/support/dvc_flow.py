@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ PULLED_FILES = [
     "results/evaluate/plots/confusion_matrix.png",
     "results/summary/report.md",
 ]
+OBJECT_NAME = re.compile(r"[0-9a-f]{30}(\.dir)?")  # a cache object's file name in its 2-digit folder
 # Committed to git (cache: false outputs), compared too.
 GIT_FILES = ["results/evaluate/metrics.json", "results/export/parity.json", "results/train/metrics.json", "dvc.lock"]
 STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
@@ -145,11 +147,12 @@ def cache_problems(repo: Path) -> list[str]:
     """Cache objects whose content does not hash to their name (DVC 3 names objects by md5,
     .dir listings included); an empty list means the cache verifies.
 
-    Hidden `.<random>.tmp` files are DVC's partial downloads (an interrupted pull leaves one behind);
-    they are not objects, DVC never reads them, so they are skipped here."""
+    Files named otherwise than an object (30 hex digits after the 2 of their folder, `.dir` for a
+    listing) are DVC's partial downloads, `.<random>.tmp` or `<name>.<random>.tmp` by the transfer
+    that was cut (an interrupted pull leaves one behind); DVC never reads them, so they are skipped."""
     problems = []
     for path in sorted((repo / ".dvc" / "cache" / "files" / "md5").rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and OBJECT_NAME.fullmatch(path.name):
             expected = path.parent.name + path.name.removesuffix(".dir")
             if md5_of(path) != expected:
                 problems.append(str(path.relative_to(repo)))
