@@ -70,6 +70,9 @@ def test_a_budget_too_small_for_the_work_is_kept_and_what_was_cut_says_so(tmp_pa
     _, wall, results = timed_run(tmp_path, 12)
     assert_kept_to(results, 12, wall)
     statuses = {name: results[name]["status"] for name in PARTS}
+    if not REAL_SUBSET.exists():  # a fresh clone without ../shared: no archive to run on, said so
+        assert statuses["real_run"] in ("skipped", "cut short"), results["real_run"]
+        statuses = {name: status for name, status in statuses.items() if status != "skipped"}
     assert set(statuses.values()) <= {"ok", "cut short"}, results
     cut = [name for name, status in statuses.items() if status == "cut short"]
     assert cut, statuses
