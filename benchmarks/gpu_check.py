@@ -270,6 +270,19 @@ def kill_tree(pid: int) -> None:
     tree |= _descendants(pid)
     for member in tree:
         _signal(member, signal.SIGKILL)
+    # A killed process runs on until the kernel has torn it down (its memory, a GPU context), which
+    # on a busy machine takes a while: wait, so that "stopped" means nothing of it still runs.
+    deadline = time.monotonic() + 10
+    while any(_running(member) for member in tree) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Not yet dead: a zombie (dead, waiting to be reaped by its parent) has let go of everything."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _descendants(pid: int) -> set[int]:
@@ -340,8 +353,12 @@ def cuda_tests(check: Check, record: dict, seconds: float) -> None:
             outcomes[found[1].split("::", 1)[1]] = found[2].lower()
             check.save()
 
-    done = run_bounded([sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-p", "no:cacheprovider",
-                        str(REPO / "tests" / "train" / "test_cuda.py")], seconds, child_env(), on_line)
+    # A temporary folder of its own: pytest clears its --basetemp first, and one inherited through
+    # PYTEST_ADDOPTS (a test run that started this script) would be wiped under that run.
+    with tempfile.TemporaryDirectory(prefix="gpu_check-tests-") as tmp:
+        done = run_bounded([sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-p", "no:cacheprovider",
+                            "--basetemp", str(Path(tmp) / "basetemp"), str(REPO / "tests" / "train" / "test_cuda.py")],
+                           seconds, child_env(), on_line)
     summary = [line.strip(" =") for line in done.output.splitlines()
                if re.search(r"\d+ (passed|failed|skipped|error)", line)]
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary[-1])} \

@@ -77,8 +77,10 @@ def test_a_budget_too_small_for_the_work_is_kept_and_what_was_cut_says_so(tmp_pa
     cut = [name for name, status in statuses.items() if status == "cut short"]
     assert cut, statuses
     assert all("share ran out" in results[name]["why"] or "budget was spent" in results[name]["why"] for name in cut)
-    if statuses["throughput"] == "cut short":  # every row is either measured or listed as not measured
-        throughput = results["throughput"]
+    throughput = results["throughput"]
+    if statuses["throughput"] == "cut short" and "budget was spent" in throughput["why"]:
+        assert "rows" not in throughput  # a busy machine can spend the budget before it begins
+    elif statuses["throughput"] == "cut short":  # every row is either measured or listed as not measured
         assert len(throughput["rows"]) + len(throughput["not_measured"]) == 6, throughput
     report = (tmp_path / "gpu_check.md").read_text()
     assert report.splitlines()[2].startswith("**Cut short**: " + ", ".join(cut))
