@@ -71,6 +71,7 @@ command die anyway, $OUT/gpu_check.json still holds every part finished before.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -317,17 +318,25 @@ def child_env(hide_cuda: bool = False) -> dict:
     return env
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict:
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "cpu_count": os.cpu_count()}
-    for package in ("timm", "numpy", "cv2", "dvclive", "albumentations"):
-        try:
-            info[package] = __import__(package).__version__
-        except Exception:  # noqa: BLE001 - missing or odd: say so
-            info[package] = None
+    # Read from the installed metadata, not by importing: timm, albumentations and dvclive would take
+    # seconds of the budget to import (ten on a loaded 2-core machine), only to report a version.
+    for key, distributions in (("timm", ("timm",)), ("numpy", ("numpy",)),
+                               ("cv2", ("opencv-python-headless", "opencv-python")),
+                               ("dvclive", ("dvclive",)), ("albumentations", ("albumentations",))):
+        info[key] = next((found for found in map(_installed_version, distributions) if found), None)
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gib=round(props.total_memory / 2**30, 1),
