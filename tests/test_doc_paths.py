@@ -185,3 +185,31 @@ def test_what_the_codes_docstrings_and_comments_name_in_backticks_exists():
             problems[str(path.relative_to(REPO))] = sorted(found)
     assert not problems, problems
 
+
+
+def module_map() -> dict[str, str]:
+    """docs/architecture.md's module map: each module row's first cell -> its tests cell. A row may
+    name two modules (`serve/demo.py`, `serve/webui.py`) or a folder (`report/sections/`)."""
+    rows = {}
+    for line in (REPO / "docs" / "architecture.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0]] = cells[3]
+    return rows
+
+
+def unmapped(modules: list[str], rows: dict[str, str]) -> list[str]:
+    named = {name for cell in rows for name in re.findall(r"`([\w/]+(?:\.py|/))`", cell)}
+    return [module for module in modules
+            if module not in named and not any(module.startswith(name) for name in named if name.endswith("/"))]
+
+
+def test_every_module_has_a_row_in_the_map_that_names_its_tests():
+    """Where a contributor finds a module's tests: the map's tests column (its paths are checked to
+    exist above). Only atomic.py is tested through every stage's tests rather than a file of its own."""
+    modules = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+    rows = module_map()
+    assert not unmapped(modules, rows), "modules missing from docs/architecture.md's map"
+    untested = [cell for cell, tests in rows.items() if not re.search(r"`[\w/]*test_\w+\.py`", tests)]
+    assert untested == ["`atomic.py`"], untested
+    assert unmapped(["train/new_part.py", "report/sections/new.py"], rows) == ["train/new_part.py"]
