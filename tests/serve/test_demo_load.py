@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.bombs import png_bomb
-from support.browser import chrome, server_env, serving, upload, wait_for
+from support.browser import chrome, screenshot, server_env, serving, upload, wait_for
 from support.helpers import REAL_SUBSET, free_port
 
 from tinyclf.serve.predictor import load_predictor, read_image
@@ -131,6 +131,9 @@ def test_the_page_shows_one_message_naming_each_bad_upload(demo, uploads):
             upload(driver, uploads[name])
             # Generous: the first upload of a fresh page waited over 20 s once with CI's tests beside it.
             new = wait_for(lambda: [t for t in toasts(driver) if t not in before], timeout=60)
+            if not new:  # seen once in a busy run, with the server's log showing the error raised: keep the page
+                screenshot(driver, f"demo-load-no-toast-{name}")
+                new = [f"no toast; the page read: {driver.find_element('tag name', 'body').text[:500]!r}"]
             shown[name] = new
             for button in driver.find_elements("css selector", ".toast-close"):
                 button.click()
