@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 # than as pip's "No space left on device" halfway through.
 VENV_GB := 7
 
+# requirements.txt is a complete lock (a pip freeze): pip installs it as listed, without resolving
+# again what the lock already says (--no-deps; the saving is in docs/benchmarks.md), and `pip check`
+# then proves the lock complete.
 # pip byte-compiles every installed file one by one (~1 minute for torch's thousands); compiling
 # afterwards on all cores, without the packages' own test suites, takes half that. Compiled files
 # matter: with PYTHONDONTWRITEBYTECODE set, every process would otherwise recompile torch on import.
@@ -19,7 +22,9 @@ $(STAMP): requirements.txt pyproject.toml
 	  if [ "$$free" -lt $(VENV_GB) ]; then \
 	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; \
 	  echo "python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements.txt
+	@$(PY) -m pip check > /dev/null || { $(PY) -m pip check >&2; \
+	  echo "make: requirements.txt is not a complete lock (above): regenerate it as its header says" >&2; exit 1; }
 	$(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null
 	touch $(STAMP)
 
