@@ -23,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; \
 	  echo "python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements.txt
-	@$(PY) -m pip check > /dev/null || { $(PY) -m pip check >&2; \
+	@problems=$$($(PY) -m pip check) || { echo "$$problems" >&2; \
 	  echo "make: requirements.txt is not a complete lock (above): regenerate it as its header says" >&2; exit 1; }
 	$(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null
 	touch $(STAMP)

@@ -5,10 +5,10 @@ shares (docs/architecture.md, "Layout")."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from support.helpers import REPO
+from support.imports import tinyclf_imports
 
 PACKAGE = "tinyclf"
 MAX_TOP_LEVEL_MODULES = 8
@@ -21,23 +21,6 @@ def module_files(src: Path) -> dict[str, Path]:
         parts = path.relative_to(src).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
-
-
-def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that `name` imports anywhere in its file (from X import Y names
-    module X.Y when Y is one, else X)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(parent + ([base] if base else []))
-            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
-    return {module for module in found if module in modules and module != name}
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -73,8 +56,8 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def import_graph(src: Path) -> dict[str, set[str]]:
-    modules = module_files(src)
-    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    """Module -> the package's modules it imports (support/imports.py reads them, deferred ones included)."""
+    return {name: tinyclf_imports(path, src) - {name} for name, path in module_files(src).items()}
 
 
 def subpackage_graph(graph: dict[str, set[str]], src: Path) -> dict[str, set[str]]:

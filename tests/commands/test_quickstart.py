@@ -81,7 +81,8 @@ def test_a_change_tried_from_a_branch_of_the_quickstart_reads_at_120_columns(qui
     `-S train.lr` experiment, and `dvc exp show --only-changed` in a 120-column terminal names the
     runs and shows train.lr, top-1 and top-5, none cut to an ellipsis. The experiment trains one
     epoch and stops at evaluate (README "Sweeps"): the table is what is tested, and the extra
-    train.epochs column only makes it wider (the whole run took 80 s of the suite's time)."""
+    train.epochs column only makes it wider (what the whole run cost: docs/benchmarks.md, "The
+    test suite's time")."""
     repo, _, proc = quickstarted
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hint = next(line for line in proc.stdout.splitlines() if "try a change from this setup:" in line)

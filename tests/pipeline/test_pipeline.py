@@ -173,7 +173,7 @@ def wait_for_queue(repo, env, count: int, timeout: float = 400) -> str:
 def sweep(pipeline):
     """README "Sweeps": a 2×2 grid queued with DVC's own syntax, run by `dvc queue start`. Each run
     stops at `evaluate`, as the README's tip for a sweep says (export and summarize run in every other
-    pipeline test here; four more of each took about 50 s of a 140-s fixture)."""
+    pipeline test here; what four more of each cost: docs/benchmarks.md, "The test suite's time")."""
     repo, env, _ = pipeline
     # Back to the committed baseline (an earlier test left an experiment in the workspace).
     run(["git", "checkout", "--", "."], repo, env)
