@@ -1,9 +1,11 @@
 """Train the classifier on the prepared arrays (one process, or one per device under torchrun).
 
-    torchrun --standalone --nproc_per_node=N stages/train.py --data data/prepared \\
-        --model-out models/model.pt --live results/train --checkpoints checkpoints
     python stages/train.py --data data/prepared --model-out models/model.pt \\
-        --live results/train --checkpoints checkpoints          # the same, as one process
+        --live results/train --checkpoints checkpoints
+
+With `train.nproc_per_node: N > 1` the process hands itself to `torchrun --standalone
+--nproc_per_node=N` (tinyclf/train/launch.py); under a torchrun started by hand (several nodes, the
+Slurm script) each process trains as its rank.
 
 Settings come from the `train` section of params.yaml. Writes models/model.pt, DVCLive output and
 run.json under --live, and the resume checkpoint --checkpoints/last.pt (an interrupted run,
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from tinyclf.stage import is_main_process, run_stage, stage_parser
+from tinyclf.train.launch import relaunch_under_torchrun
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def train(params) -> None:
+        relaunch_under_torchrun(params.train.nproc_per_node, Path(__file__), sys.argv[1:] if argv is None else argv)
         from tinyclf.train.run import run_training
 
         result = run_training(params, args.data, args.model_out, args.live, args.checkpoints,

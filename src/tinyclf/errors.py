@@ -12,6 +12,8 @@ line, not argparse's usage block.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import sys
 from typing import Callable
 
@@ -23,9 +25,28 @@ class TinyclfError(Exception):
     exit_code: int = 1
 
 
+def skip_the_final_collection_at_exit() -> None:
+    """Let this process end without Python's last garbage collection.
+
+    At exit the interpreter walks every object torch, timm and the rest have made, which takes
+    about a second per process (docs/benchmarks.md, "Process start and exit"), and a stage runs
+    as four to six such processes. By then a command has closed and renamed its outputs and needs
+    none of it: freezing the heap from an exit hook makes that walk skip it. Registered first, the
+    hook runs after every other exit hook, which all still run; stdout and stderr are still flushed.
+    """
+    global _final_collection_skipped
+    if not _final_collection_skipped:
+        atexit.register(gc.freeze)
+        _final_collection_skipped = True
+
+
+_final_collection_skipped = False
+
+
 def run_command(prog: str, work: Callable[[], int | None]) -> int:
     """A command's exit code: `work()`'s (None is 0), or, for a TinyclfError, the error's, after one
     line on stderr, `<prog>: <message>`. Anything else is a bug and keeps its traceback."""
+    skip_the_final_collection_at_exit()
     try:
         code = work()
     except TinyclfError as exc:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from tinyclf.errors import ArgumentParser, TinyclfError
+from tinyclf.errors import ArgumentParser, TinyclfError, skip_the_final_collection_at_exit
 from tinyclf.params import Params, load_params
 
 
@@ -32,6 +32,7 @@ def stage_parser(description: str, *, progress_bars: bool = True) -> argparse.Ar
 
 def run_stage(name: str, args: argparse.Namespace, work: Callable[[Params], object]) -> int:
     """Validate `args.params`, run `work(params)`, and turn a TinyclfError into one line and an exit code."""
+    skip_the_final_collection_at_exit()
     try:
         work(load_params(args.params))
     except TinyclfError as exc:

@@ -1,5 +1,7 @@
 """Real torchrun with two gloo processes: same numbers as one process, a failing rank fails the job,
 and a compiled BatchNorm model with accumulated steps trains and logs what its model file holds.
+The first test starts its two processes as dvc.yaml's command does (`python stages/train.py` with
+`train.nproc_per_node: 2`, which hands itself to torchrun); the others call torchrun directly.
 
 The comparison model is timm's `test_efficientnet_gn` (GroupNorm): BatchNorm statistics per rank
 (B/2 images) differ from one process's (B images) by design, which would blur a comparison that
@@ -44,11 +46,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
                          # which grows the all-reduce's float noise past rel 1e-4 (at lr 0.05 it
                          # matches as closely; loading/test_balance.py checks the device backend's shards).
                          train__aug_backend="workers")
-    params_file = write_params(tmp_path / "params.yaml", tree)
+    params_file = write_params(tmp_path / "params.yaml", {**tree, "train": {**tree["train"], "nproc_per_node": 2}})
 
     run_training(params_from_dict(tree), prepared, tmp_path / "one" / "model.pt", tmp_path / "one" / "live",
                  tmp_path / "one" / "ck", progress_bar=False)
-    run(TORCHRUN + stage_args(params_file, prepared, tmp_path / "two"), REPO, venv_env(REPO), timeout=300)
+    run([sys.executable] + stage_args(params_file, prepared, tmp_path / "two"), REPO, venv_env(REPO), timeout=300)
 
     one = json.loads((tmp_path / "one" / "live" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "live" / "metrics.json").read_text())
