@@ -11,21 +11,28 @@ STAMP := $(VENV)/.installed
 # than as pip's "No space left on device" halfway through.
 VENV_GB := 7
 
-# requirements.txt is a complete lock (a pip freeze): pip installs it as listed, without resolving
-# again what the lock already says (--no-deps; the saving is in docs/benchmarks.md), and `pip check`
-# then proves the lock complete.
-# pip byte-compiles every installed file one by one (~1 minute for torch's thousands); compiling
-# afterwards on all cores, without the packages' own test suites, takes half that. Compiled files
-# matter: with PYTHONDONTWRITEBYTECODE set, every process would otherwise recompile torch on import.
+# requirements.txt is a complete lock (a pip freeze): it is installed as listed, without resolving
+# again what the lock already says (--no-deps), and `pip check` then proves the lock complete.
+# uv installs it (pinned in the lock; pip puts it in the venv first): it downloads, unpacks and
+# byte-compiles in parallel, where pip does one file after another (the figures are in
+# docs/benchmarks.md, "The test suite's time"). Compiled files matter: with PYTHONDONTWRITEBYTECODE
+# set, every process would otherwise recompile torch on import. uv keeps no cache (--no-cache: 6 GB
+# left behind otherwise). uv reads no pip configuration: where pip is set up for another index and
+# uv fails, pip installs the same lock instead, more slowly.
+UV := $(shell grep -E '^uv==' requirements.txt)
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-deps
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	  if [ "$$free" -lt $(VENV_GB) ]; then \
 	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; \
 	  echo "python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements.txt
+	$(PIP_INSTALL) $(UV)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-cache --no-deps --compile-bytecode -r requirements.txt \
+	  || { echo "make: uv could not install requirements.txt (above); pip installs it instead" >&2; \
+	       $(PIP_INSTALL) --no-compile -r requirements.txt \
+	       && $(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null; }
 	@problems=$$($(PY) -m pip check) || { echo "$$problems" >&2; \
 	  echo "make: requirements.txt is not a complete lock (above): regenerate it as its header says" >&2; exit 1; }
-	$(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null
 	touch $(STAMP)
 
 quickstart: $(STAMP)
