@@ -17,8 +17,9 @@ VENV_GB := 7
 # byte-compiles in parallel, where pip does one file after another (the figures are in
 # docs/benchmarks.md, "The test suite's time"). Compiled files matter: with PYTHONDONTWRITEBYTECODE
 # set, every process would otherwise recompile torch on import. uv keeps no cache (--no-cache: 6 GB
-# left behind otherwise). uv reads no pip configuration: where pip is set up for another index and
-# uv fails, pip installs the same lock instead, more slowly.
+# left behind otherwise) and works in a temp folder inside the venv (the same disk, so files are
+# linked rather than copied; and it would leave lock files in /tmp). uv reads no pip configuration:
+# where pip is set up for another index and uv fails, pip installs the same lock instead, more slowly.
 UV := $(shell grep -E '^uv==' requirements.txt)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-deps
 $(STAMP): requirements.txt pyproject.toml
@@ -27,10 +28,13 @@ $(STAMP): requirements.txt pyproject.toml
 	    echo "make: a new $(VENV) needs about $(VENV_GB) GB free; $(CURDIR) has $$free GB" >&2; exit 1; fi; \
 	  echo "python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
 	$(PIP_INSTALL) $(UV)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-cache --no-deps --compile-bytecode -r requirements.txt \
+	rm -rf $(VENV)/tmp && mkdir $(VENV)/tmp
+	TMPDIR=$(CURDIR)/$(VENV)/tmp $(VENV)/bin/uv pip install --quiet --python $(PY) --no-cache --no-deps \
+	    --compile-bytecode -r requirements.txt \
 	  || { echo "make: uv could not install requirements.txt (above); pip installs it instead" >&2; \
 	       $(PIP_INSTALL) --no-compile -r requirements.txt \
 	       && $(PY) -m compileall -q -j 0 -x '/(tests?|testing)/' $(VENV)/lib > /dev/null; }
+	rm -rf $(VENV)/tmp
 	@problems=$$($(PY) -m pip check) || { echo "$$problems" >&2; \
 	  echo "make: requirements.txt is not a complete lock (above): regenerate it as its header says" >&2; exit 1; }
 	touch $(STAMP)
