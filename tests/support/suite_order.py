@@ -15,7 +15,7 @@ LONGEST_MODULES = (  # seconds on 2026-12-07 (Intel Xeon, 2 cores), summed from 
     "tests/train/test_train_options.py",  # 57
     "tests/pipeline/test_gpu_check.py",  # 52
     "tests/train/test_slurm.py",  # about 50 in CI (the cancelled job alone 31)
-    "tests/serve/test_space.py",  # about 35 in CI (its fresh venv alone 29)
+    "tests/serve/test_space.py",  # 41-43 on 2026-12-07 (AMD; its fresh venv, made by uv, about 6)
     "tests/train/test_resume.py",  # 31
     "tests/train/test_multinode.py",  # 30
     "tests/commands/test_cli.py",  # 27
