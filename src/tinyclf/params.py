@@ -57,12 +57,18 @@ KEY_ALIASES = {
     **dict.fromkeys(("sync_batchnorm",), "sync_bn"),
     **dict.fromkeys(("pretrained", "initial_checkpoint", "weights"), "init"),
     **dict.fromkeys(("gpus", "num_gpus", "devices"), "nproc_per_node"),
+    **dict.fromkeys(("early_stopping_patience", "early_stop", "early_stopping", "es_patience"), "patience"),
+    **dict.fromkeys(("eval_metric", "monitor", "metric_for_best_model", "save_best"), "select_metric"),
+    **dict.fromkeys(("early_stopping_threshold", "min_improvement"), "min_delta"),
     **dict.fromkeys(("image_size", "img_size", "imgsz", "input_size", "resolution", "crop_size", "train_crop_size"),
                     "data.image_size"),
     **dict.fromkeys(("dataset", "dataset_name", "data"), "data.dataset"),
     **dict.fromkeys(("data_dir", "data_path", "data_root"), "download.source"),
 }
 
+
+# What train.select_metric may name: the val metrics each epoch logs (tinyclf.train.selection).
+SELECT_METRICS = ("val/top1", "val/top5", "val/loss")
 
 # Values that an earlier version accepted under another name.
 RENAMED_CHOICES = {"batched": "device"}  # train.aug_backend
@@ -153,6 +159,12 @@ class TrainParams:
     ema: bool = _f(True)
     ema_decay: float = _f(0.9998, gt=0, lt=1)
     save_weights: str = _f("ema", choices=("ema", "raw"))
+    # The model file's epoch: the best by select_metric on val, or the last; early stop after
+    # `patience` epochs without an improvement larger than min_delta (tinyclf.train.selection).
+    keep: str = _f("best", choices=("best", "last"))
+    select_metric: str = _f("val/top1", choices=SELECT_METRICS)
+    patience: int = _f(0, ge=0, le=10000)
+    min_delta: float = _f(0.0, ge=0)
     clip_grad: float = _f(0.0, ge=0)
     accum_steps: int = _f(1, ge=1, le=1024)
     crop: str = _f("random_resized_crop", choices=("pad_crop", "random_resized_crop"))

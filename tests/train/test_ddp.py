@@ -39,8 +39,11 @@ def stage_args(params_file, prepared, out):
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # 100 val images: 50 per rank, and an odd train count so a padding bug would show.
     prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=33, val_per_class=25)
+    # Patience 1 with a min_delta no accuracy can beat: every rank must stop after epoch 2 of 3
+    # (a rank that went on would wait in a collective nobody joins) and keep epoch 1's weights.
     tree = shrunk_params(train__model="test_efficientnet_gn", train__crop="pad_crop", train__lr=0.2,
-                         train__epochs=2, train__batch_size=16, train__label_smoothing=0.1,
+                         train__epochs=3, train__patience=1, train__min_delta=1.0, train__keep="best",
+                         train__batch_size=16, train__label_smoothing=0.1,
                          # The workers backend, as when auto picked it on a CPU: with the device
                          # backend's crops this lr makes the first epoch unstable (loss above chance),
                          # which grows the all-reduce's float noise past rel 1e-4 (at lr 0.05 it
@@ -60,7 +63,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert two["val"]["loss"] == pytest.approx(one["val"]["loss"], rel=1e-4)
     assert two["train"]["acc"] == one["train"]["acc"]
     assert two["train"]["loss"] == pytest.approx(one["train"]["loss"], rel=1e-4)
-    assert json.loads((tmp_path / "two" / "live" / "run.json").read_text())["world_size"] == 2
+    two_run = json.loads((tmp_path / "two" / "live" / "run.json").read_text())
+    assert two_run["world_size"] == 2
+    assert two_run["epochs"] == 2 and two_run["selected"]["epoch"] == 1 and two_run["selected"]["stopped_early"]
+    assert json.loads((tmp_path / "one" / "live" / "run.json").read_text())["selected"] == two_run["selected"]
 
     a = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "two" / "model.pt", weights_only=True)["state_dict"]

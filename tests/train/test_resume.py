@@ -12,45 +12,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from support.helpers import REPO, shrunk_params, venv_env, write_params
+from support.helpers import shrunk_params, write_params
 from support.synthetic_prepared import write_prepared
+from support.train_stage import start_stage, wait_for_checkpoint
 
 from tinyclf.params import params_from_dict
 from tinyclf.train import checkpoint
 from tinyclf.train.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def start_stage(params_file, prepared, out) -> subprocess.Popen:
-    # Its own session: the kill below hits the whole process group, as a crashed machine would.
-    return subprocess.Popen(
-        [sys.executable, "stages/train.py", "--params", str(params_file), "--data", str(prepared),
-         "--model-out", str(out / "model.pt"), "--live", str(out / "live"), "--checkpoints", str(out / "ck"),
-         "--no-progress"],
-        cwd=REPO, env=venv_env(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
-
-
-def wait_for_checkpoint(path, proc, newer_than_update: int = -1, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before the kill (rc {proc.returncode}):\n{proc.stderr.read()}")
-        if path.exists():
-            try:
-                if checkpoint.load(path)["update"] > newer_than_update:
-                    return
-            except checkpoint.CheckpointError:
-                pass  # os.replace makes this unreachable in practice; keep polling if it ever happens
-        time.sleep(0.01)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.parametrize("backend, balance", [("workers", "none"), ("device", "none"), ("workers", "sampler")])
@@ -77,7 +50,7 @@ def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path
 
     # Resume, then stop it politely: SIGTERM saves a checkpoint at the next step and exits 128 + 15.
     proc = start_stage(params_file, prepared, out)
-    wait_for_checkpoint(ck, proc, newer_than_update=killed["update"])
+    wait_for_checkpoint(ck, proc, lambda state: state["update"] > killed["update"])
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err

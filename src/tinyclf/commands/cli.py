@@ -36,6 +36,7 @@ def _check_params(args) -> int:
 def _info(args) -> int:
     from tinyclf.model.file import load_model_file
     from tinyclf.model.parameters import count_parameters
+    from tinyclf.report.facts import kept_epoch_text
 
     model, meta = load_model_file(args.model)
     size = meta["image_size"]
@@ -43,7 +44,7 @@ def _info(args) -> int:
     print(f"  model        {meta['model']} ({count_parameters(model):,} parameters, {meta['weights']} weights)")
     print(f"  data         {meta['dataset']}{' (GENERATED)' if meta['generated'] else ''}, "
           f"{meta['num_classes']} classes, {size}x{size} px")
-    print(f"  trained      {meta.get('epochs_trained')} epochs")
+    print(f"  trained      {meta.get('epochs_trained')} epochs; weights of {kept_epoch_text(meta)}")
     env = meta.get("environment", {})
     print(f"  environment  torch {env.get('torch')}, timm {env.get('timm')}, device {env.get('device')}")
     return 0

@@ -8,7 +8,7 @@ and `tinyclf.report.reference`, so the two files never disagree.
 from __future__ import annotations
 
 from tinyclf.report.facts import (cost_text, export_text, group_accuracy, imbalance_warning, init_text,
-                                  metrics_table, source_text, split_counts, train_balance, trained_with)
+                                  kept_epoch_text, metrics_table, source_text, split_counts, train_balance, trained_with)
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import macs_text, pct
 from tinyclf.report.reference import comparability_note, generated_banner, reference_text, reference_verdict
@@ -38,7 +38,7 @@ def _details(inputs: Inputs) -> list[str]:
         f"- Input: RGB {meta['image_size']}×{meta['image_size']}, scaled to 0–1 and normalized with "
         f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",
         f"- Output: logits over {meta['num_classes']} classes in `classes.json` order",
-        f"- Weights: {meta['weights']}, {meta['epochs_trained']} epochs",
+        f"- Weights: {meta['weights']}, {kept_epoch_text(meta)}",
         f"- Framework: torch {environment.get('torch', '?')}, timm {environment.get('timm', '?')}",
         f"- Training cost: {cost_text(inputs.run, inputs.params.summarize.price_per_gpu_hour)}",
     ]

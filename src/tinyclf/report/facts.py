@@ -1,6 +1,6 @@
 """Facts that both report.md and model_card.md state, each built in one place.
 
-The metrics table, where the weights started, the ONNX export, what training cost, the class
+The metrics table, where the weights started, the epoch kept, the ONNX export, what training cost, the class
 balance of the train split, accuracy per class group, and where the data came from. The report
 and the card word their own lines around these; the facts themselves read the same in both.
 """
@@ -72,6 +72,25 @@ def init_text(meta: dict) -> str:
 def _init_source(source: str) -> str:
     """train.init without absolute paths (the report holds none): a path shows its file name."""
     return Path(source).name if Path(source).is_absolute() else source
+
+
+def kept_epoch_text(meta: dict) -> str:
+    """Which epoch's weights the model file holds and why (`train.keep`, meta `selected`), e.g.
+    "epoch 7 of 10 (the best val/top1, 0.8440)"; model files from before the choice existed held the last."""
+    selected = meta.get("selected")
+    if not selected:
+        return f"the last epoch of {meta['epochs_trained']}"
+    why = (f"the best {selected['metric']}, {selected['value']:.4f}" if selected["keep"] == "best" else
+           f"the last; the best {selected['metric']} was {selected['best_value']:.4f} at epoch {selected['best_epoch']}")
+    return f"epoch {selected['epoch']} of {selected['epochs_run']} ({why})"
+
+
+def early_stop_text(meta: dict) -> str | None:
+    """Where and why the run stopped before its planned epochs (`train.patience`), or None."""
+    selected = meta.get("selected") or {}
+    if not selected.get("stopped_early"):
+        return None
+    return f"after epoch {selected['epochs_run']}: {selected['stop_reason']} (`train.patience: {selected['patience']}`)"
 
 
 def export_text(parity: dict) -> str:

@@ -39,7 +39,7 @@ def write_summary(sources: Sources, out_dir: str | Path, params: Params) -> dict
     plots_rel = Path(os.path.relpath(sources.evaluate.resolve() / "plots", out_dir.resolve())).as_posix()
     curves = {name: (epochs_from_steps(steps), values) for name, (steps, values) in inputs.series.items()}
     paths = {"report": out_dir / "report.md", "model_card": out_dir / "model_card.md", "curves": out_dir / CURVES_FILE}
-    save_png(training_curves(curves), paths["curves"])
+    save_png(training_curves(curves, (inputs.meta.get("selected") or {}).get("epoch")), paths["curves"])
     atomic.write_text(paths["model_card"], render_model_card(inputs))
     atomic.write_text(paths["report"], render_report(inputs, plots_rel))
     return paths

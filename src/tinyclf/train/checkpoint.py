@@ -10,7 +10,8 @@ One file, written by rank 0, holding:
   format, fingerprint, complete (the run finished), epoch (epochs completed), update (optimizer
   steps in total), micro_in_epoch (micro-batches of epoch `epoch` already consumed: 0 at an epoch
   boundary), model / ema / optimizer / scheduler / scaler state dicts, init (what the run's starting
-  weights were, `tinyclf.model.init_weights`: the resumed run reports it too), world_size, and `ranks`: one
+  weights were, `tinyclf.model.init_weights`: the resumed run reports it too), selection (the best
+  epoch so far, its weights and the patience count, `tinyclf.train.selection`), world_size, and `ranks`: one
   entry per rank (gathered to rank 0) with that rank's RNG states (torch CPU, its own GPU's, numpy,
   python) and its running sums of the unfinished epoch.
 Everything is a tensor or a plain type, so `torch.load(weights_only=True)` reads it.
@@ -45,6 +46,7 @@ from tinyclf.train.distributed import DistInfo
 
 if TYPE_CHECKING:
     from tinyclf.train.engine import Progress
+    from tinyclf.train.selection import EpochSelection
 
 CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
 CHECKPOINT_NAME = "last.pt"
@@ -184,7 +186,8 @@ def _read_what_main_read(path: Path, position: dict) -> tuple[dict | None, str |
 @dataclass
 class Trainables:
     """The objects whose state a checkpoint holds. `ema` is timm's ModelEmaV3; `scaler` exists for fp16
-    only; `init` is the record of the starting weights (`tinyclf.model.init_weights.apply_init`)."""
+    only; `init` is the record of the starting weights (`tinyclf.model.init_weights.apply_init`);
+    `selection` the best epoch so far and the patience count (`tinyclf.train.selection`)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -192,6 +195,7 @@ class Trainables:
     ema: Any | None = None
     scaler: torch.amp.GradScaler | None = None
     init: dict | None = None
+    selection: EpochSelection | None = None
 
 
 class RunCheckpoint:
@@ -216,6 +220,10 @@ class RunCheckpoint:
         if parts.scaler is not None and state.get("scaler"):
             parts.scaler.load_state_dict(state["scaler"])
         parts.init = state.get("init")  # the starting weights are the interrupted run's, not loaded again
+        if parts.selection is not None:
+            parts.selection.load_state(state.get("selection"))
+            if not self.info.is_main:
+                parts.selection.best_weights = None  # only rank 0 writes the model file
         progress.epoch = int(state["epoch"])
         progress.update = int(state["update"])
         progress.micro_in_epoch = int(state["micro_in_epoch"])
@@ -247,6 +255,7 @@ class RunCheckpoint:
             "optimizer": parts.optimizer.state_dict(), "scheduler": _scheduler_state(parts.scheduler),
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else None, "ranks": ranks,
             "init": parts.init,
+            "selection": parts.selection.state() if parts.selection is not None else None,
             # Completed epochs only: the current epoch's partial time travels in the ranks' sums.
             "train_seconds": progress.run_seconds, "train_images": progress.run_images,
         })

@@ -1,6 +1,7 @@
 """What a finished run leaves, written by rank 0: the model file (`models/model.pt`: the weights
-`train.save_weights` names, with plain metadata) and run.json (hardware, timing and cost facts,
-kept out of the model file so its bytes are reproducible)."""
+`train.save_weights` names, of the epoch `train.keep` selects, with plain metadata) and run.json
+(hardware, timing and cost facts, kept out of the model file so its bytes are reproducible, and
+the selected epoch)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,22 @@ from tinyclf.train.setup import RunPaths, RunSetup
 
 def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Trainables, progress: Progress,
                   cost: RunCost) -> None:
-    """Rank 0: the model file (EMA or raw weights) and run.json (hardware and timing)."""
-    final = parts.ema.module if run.weights == "ema" else parts.model
-    save_model_file(paths.model_out, final, model_meta(run, data, parts.init))
+    """Rank 0: the model file (EMA or raw weights of the selected epoch) and run.json (hardware, timing,
+    the selected epoch)."""
+    last = parts.ema.module if run.weights == "ema" else parts.model
+    selected = parts.selection.record(progress.epoch)
+    save_model_file(paths.model_out, parts.selection.weights_to_save(last),
+                    model_meta(run, data, parts.init, epochs_run=progress.epoch, selected=selected))
     record = run_record(run, data, progress)
     record.update(cost.record(progress.run_seconds))
+    record["selected"] = selected
     atomic.write_json(paths.live / "run.json", record)
 
 
-def model_meta(run: RunSetup, data: TrainData, init: dict | None = None) -> dict:
-    """The model file's meta (docs/architecture.md, "model file"); `init`: what the weights started from."""
+def model_meta(run: RunSetup, data: TrainData, init: dict | None = None, *, epochs_run: int | None = None,
+               selected: dict | None = None) -> dict:
+    """The model file's meta (docs/architecture.md, "model file"); `init`: what the weights started from;
+    `epochs_run` (default: all the scheduler planned) and `selected`: `EpochSelection.record`."""
     params = run.params
     classes, stats = data.classes, data.stats
     h, w = (int(v) for v in stats["image_size"])
@@ -42,9 +49,10 @@ def model_meta(run: RunSetup, data: TrainData, init: dict | None = None) -> dict
         "weights": run.weights,
         "params": params.to_dict(),
         "environment": environment_info(run.info.device),
-        "epochs_trained": run.num_epochs,
+        "epochs_trained": run.num_epochs if epochs_run is None else epochs_run,
         # None only for a run resumed from a checkpoint older than the record (not known).
         "init": init,
+        "selected": selected,
     }
 
 
@@ -64,7 +72,7 @@ def run_record(run: RunSetup, data: TrainData, progress: Progress) -> dict:
         "compile": resolve_compile(train_params, device),
         "channels_last": train_params.channels_last,
         "aug_backend": data.backend,
-        "epochs": run.num_epochs,
+        "epochs": progress.epoch,
         "train_seconds": round(seconds, 3),
         "train_images": progress.run_images,
         "images_per_s": round(images_per_s, 1) if images_per_s else None,

@@ -4,7 +4,9 @@
 (one, or one per rank under torchrun); only rank 0 logs, prints and writes files. `_train` reads
 top to bottom: data (`train.data_setup`), the resume decision (`train.checkpoint`), model and
 recipe (`train.setup`), the epoch loop (one epoch is `train.engine.train_one_epoch`, then
-validation), outputs (`train.outputs`). A stop on SIGTERM/SIGINT is `train.signals`.
+validation and the epoch's part in choosing what the model file keeps, `train.selection`), outputs
+(`train.outputs`). A stop on SIGTERM/SIGINT is `train.signals`; a stop for lack of improvement
+(`train.patience`) ends the loop early and writes the outputs as a finished run does.
 
 Resume (`tinyclf.train.checkpoint`): `checkpoints/last.pt` is written after every epoch and every
 `checkpoint_every_steps` optimizer steps. A resumed run skips the micro-batches its epoch already
@@ -37,7 +39,8 @@ from tinyclf.train.distributed import DistInfo
 from tinyclf.train.engine import (NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch,
                                   unwrap)
 from tinyclf.train.outputs import write_outputs
-from tinyclf.train.recipe import configure_determinism, precision_note, resolve_compile, resolve_precision
+from tinyclf.train.recipe import (TrainingError, configure_determinism, precision_note, resolve_compile,
+                                  resolve_precision)
 from tinyclf.train.run_log import RunLog, say
 from tinyclf.train.setup import (RunPaths, RunSetup, build_step_recipe, build_trainables, check_same_run_everywhere,
                                  describe_run, resume_or_start, wrap_for_training)
@@ -70,6 +73,7 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     precision = resolve_precision(train_params.precision, info.device)
     configure_determinism(train_params.deterministic, info.device)
     data = load_train_data(paths.prepared, train_params, info)
+    _refuse_selection_without_val(train_params, data)
     fingerprint = check_same_run_everywhere(params, data, info)
     # Decided before the model is built: only a fresh run loads train.init.
     state = checkpoint.resume_state(paths.checkpoints, fingerprint, info)
@@ -92,12 +96,16 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
                    info.world_size, compiled=resolve_compile(train_params, info.device))
     evals: dict[str, dict] = {}
+    selection = parts.selection
     _simulate_failure_if_asked(info)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, num_epochs):
+            if selection.stopped_early:
+                break  # resumed after the decision to stop: nothing more to train
             train_stats = train_epoch(run, train_model, data, recipe, progress, ckpt, stop)
             cost.add_epoch(train_stats["seconds"], train_stats["images"])
             evals = validate(run, parts, data)
+            select_epoch(run, parts, epoch, evals)
             step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[run.weights])
             if log is not None:
                 log.log_epoch(epoch, num_epochs, train_stats, evals, run.weights, parts.optimizer.param_groups[0]["lr"],
@@ -105,17 +113,25 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
             progress.end_epoch(train_stats["seconds"], train_stats["images"])
             # Logged before saved: a kill in between re-runs this epoch and the log drops its row on resume.
             ckpt.save(progress)
+            if selection.stopped_early:
+                break
             if stop.requested and progress.epoch < num_epochs:
                 raise Interrupted.saved(stop.name, stop.signum, f"after epoch {progress.epoch}", ckpt.path)
     if info.is_main:
         write_outputs(run, paths, data, parts, progress, cost)
-        log.end()
+        log.end(selection.record(progress.epoch))
     # Finished: the checkpoint stays but is marked complete, so the next run starts fresh instead
     # of continuing this one under possibly different params.
     ckpt.save(progress, complete=True)
     seconds = progress.run_seconds
-    return {"epochs": num_epochs, "val": evals.get(run.weights, {}), "train_seconds": seconds,
+    return {"epochs": progress.epoch, "val": evals.get(run.weights, {}), "train_seconds": seconds,
             "images_per_s": progress.run_images / seconds if seconds > 0 else None, "resumed_from": resumed_from}
+
+
+def _refuse_selection_without_val(train_params, data: TrainData) -> None:
+    if data.num_val == 0 and (train_params.keep == "best" or train_params.patience > 0):
+        raise TrainingError(f"the val split is empty: train.keep=best and train.patience need val images to "
+                            f"choose by; set train.keep=last and train.patience=0, or give the data a val split")
 
 
 def _simulate_failure_if_asked(info: DistInfo) -> None:
@@ -181,6 +197,16 @@ def validate(run: RunSetup, parts: Trainables, data: TrainData) -> dict[str, dic
     distributed.broadcast_buffers(parts.model, run.info)
     evals["raw"] = evaluate(parts.model, data.val_batches, **options)
     return evals
+
+
+def select_epoch(run: RunSetup, parts: Trainables, epoch: int, evals: dict[str, dict]) -> None:
+    """The epoch's part in what the model file keeps and in stopping early. Every rank decides from
+    rank 0's value, so all stop at the same epoch (the reduced metrics already agree; this makes it
+    certain rather than a matter of float bits)."""
+    selection = parts.selection
+    value = distributed.broadcast_from_main(evals[run.weights][selection.value_key], run.info)
+    weights = parts.ema.module if run.weights == "ema" else parts.model
+    selection.observe(epoch, value, weights, keep_copy=run.info.is_main)
 
 
 def step_epoch_scheduler(scheduler, train_params, epoch: int, val: dict) -> None:

@@ -5,6 +5,8 @@ DVCLive writes `<live_dir>/metrics.json` (the last values) and one TSV per metri
 epoch: `train/loss`, `train/acc`, `val/loss`, `val/top1`, `val/top5` (the weights saved to model.pt),
 `val_raw/*` or `val_ema/*` (the other set, when EMA is on), `lr`, `images_per_s`, `epoch_time_s`.
 `mfu` (CUDA only, `tinyclf.train.cost`): model FLOPs utilization of the epoch.
+metrics.json also holds `selected`: the epoch the model file kept, by which metric, its value and
+whether the run stopped early (`tinyclf.train.selection`).
 `lr` is the learning rate after the epoch's last scheduler step: with per-step schedules, the one
 the next epoch starts with (timm's per-step rate changes within every epoch).
 """
@@ -81,5 +83,13 @@ class RunLog:
             f"val loss {val['loss']:.4f} top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} | "
             f"{train['images_per_s']:.0f} img/s{mfu_text}")
 
-    def end(self) -> None:
+    def end(self, selected: dict) -> None:
+        """Close the run's DVCLive log with the epoch the model file kept (`EpochSelection.record`)
+        beside the last values in metrics.json, and say which epoch that is and why the run ended."""
+        self.live.summary["selected"] = {"epoch": selected["epoch"], "metric": selected["metric"],
+                                         "value": selected["value"], "stopped_early": selected["stopped_early"]}
         self.live.end()
+        if selected["stopped_early"]:
+            say(f"train: stopped early after epoch {selected['epochs_run']}: {selected['stop_reason']}")
+        say(f"train: the model file keeps epoch {selected['epoch']} of {selected['epochs_run']} "
+            f"({selected['metric']} {selected['value']:.4f}, train.keep: {selected['keep']})")

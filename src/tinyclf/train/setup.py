@@ -37,6 +37,7 @@ from tinyclf.train.recipe import (AUTOCAST_DTYPES, TrainingError, build_loss_and
                                   build_scheduler, configure_determinism, resolve_compile, resolve_precision,
                                   scaled_lr, seed_everything)
 from tinyclf.train.run_log import say
+from tinyclf.train.selection import EpochSelection
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def build_trainables(train_params, data: TrainData, info: DistInfo, precision: s
     ema = (ModelEmaV3(model, decay=train_params.ema_decay, use_warmup=True, warmup_power=3 / 4)
            if train_params.ema else None)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    return Trainables(model, optimizer, scheduler, ema, scaler, init), num_epochs
+    selection = EpochSelection.from_params(train_params)
+    return Trainables(model, optimizer, scheduler, ema, scaler, init, selection), num_epochs
 
 
 def load_init_everywhere(model: nn.Module, train_params, info: DistInfo) -> dict:
@@ -181,7 +183,9 @@ def describe_run(run: RunSetup, data: TrainData) -> str:
             f"process(es) on {device_name(info.device)}, {run.precision}{compiled}, {data_path}; "
             f"{run.num_epochs} epochs x {data.plan.updates_per_epoch} steps, global batch {train_params.batch_size} x "
             f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}"
-            + ("; class-balanced sampling" if train_params.balance == "sampler" else ""))
+            + ("; class-balanced sampling" if train_params.balance == "sampler" else "")
+            + (f"; keeps the best {train_params.select_metric} epoch" if train_params.keep == "best" else "")
+            + (f"; stops after {train_params.patience} epochs without improvement" if train_params.patience else ""))
 
 
 

@@ -4,7 +4,7 @@ the weights saved, the ONNX export, and the layer table for one image."""
 from __future__ import annotations
 
 from tinyclf.model.summary import format_model_table
-from tinyclf.report.facts import export_text, init_text
+from tinyclf.report.facts import early_stop_text, export_text, init_text, kept_epoch_text
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import macs_text
 
@@ -23,7 +23,8 @@ def model_section(inputs: Inputs) -> str:
         f"mult-adds per image: {macs_text(macs)}",
         f"- **Initial weights:** {init_text(meta)}",
         *_init_not_loaded_lines(meta),
-        f"- **Weights saved:** {meta['weights']} (EMA when `ema`), after {meta['epochs_trained']} epochs",
+        f"- **Weights saved:** {meta['weights']} (EMA when `ema`), {kept_epoch_text(meta)}",
+        *([f"- **Stopped early** {early_stop_text(meta)}"] if early_stop_text(meta) else []),
         *([f"- **ONNX export:** {export_text(inputs.export)}"] if inputs.export else []),
         "",
         "Layer table for one image (torchinfo style; containers show the totals of what they hold):",

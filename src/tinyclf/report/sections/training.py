@@ -1,6 +1,7 @@
-"""The report's "Training" section: the training curves (training_curves.png, written next to
-report.md: loss, accuracy and learning rate per epoch from the train stage's DVCLive history, one
-panel each) and the last logged values."""
+"""The report's "Training" section: the epoch the model file kept and, when the run stopped early,
+where and why; the training curves (training_curves.png, written next to report.md: loss, accuracy
+and learning rate per epoch from the train stage's DVCLive history, one panel each, the kept epoch
+marked) and the last logged values."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tinyclf.evaluate.png import new_figure
+from tinyclf.report.facts import early_stop_text, kept_epoch_text
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import flatten, md_table, value_text
 
@@ -16,9 +18,14 @@ CURVES_FILE = "training_curves.png"  # written next to report.md, linked from th
 
 
 def training_section(inputs: Inputs) -> str:
-    lines = ["## Training", "", f"![Training curves]({CURVES_FILE})", ""]
-    # DVCLive nests "val/top1" as {"val": {"top1": …}}: flatten back to the logged names.
-    summary = flatten({k: v for k, v in inputs.train_summary.items() if k != "step"}, sep="/")
+    meta = inputs.meta
+    lines = ["## Training", "", f"- **Epoch kept** (`train.keep`): {kept_epoch_text(meta)}"]
+    stop = early_stop_text(meta)
+    lines += [f"- **Stopped early** {stop}"] if stop else []
+    lines += ["", f"![Training curves]({CURVES_FILE})", ""]
+    # DVCLive nests "val/top1" as {"val": {"top1": …}}: flatten back to the logged names. "selected" is
+    # the line above.
+    summary = flatten({k: v for k, v in inputs.train_summary.items() if k not in ("step", "selected")}, sep="/")
     if summary:
         lines.append("Last logged values (DVCLive `metrics.json`):")
         lines.append("")
@@ -31,8 +38,9 @@ def training_section(inputs: Inputs) -> str:
 
 
 
-def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    """Loss, accuracy and learning rate per epoch from DVCLive series {name: (epochs, values)}.
+def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], kept_epoch: int | None = None) -> Figure:
+    """Loss, accuracy and learning rate per epoch from DVCLive series {name: (epochs, values)}, with a
+    dotted line at `kept_epoch` (1-based) when given.
 
     Missing series are skipped; a panel with no series says so.
     """
@@ -53,6 +61,9 @@ def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
             ys = ys * scale if scale else ys
             style = "--" if key.startswith(("val_raw/", "val_ema/")) else "-"
             ax.plot(xs, ys, style, marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.3, label=key)
+            drawn += 1
+        if kept_epoch is not None and drawn:
+            ax.axvline(kept_epoch, color="0.35", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept_epoch}")
             drawn += 1
         ax.set_title(title)
         ax.set_xlabel("epoch")
