@@ -156,6 +156,32 @@ def test_report_warns_of_imbalance_and_says_what_the_weights_started_from(pipeli
     assert "/somewhere" not in report + card
 
 
+def test_report_names_the_epoch_kept_and_why_the_run_stopped(pipeline, summary, tmp_path):
+    from tinyclf.model.file import read_model_file, save_model_file
+
+    # A model file from before train.keep (no `selected`) held its last epoch.
+    report = (summary / "report.md").read_text()
+    meta = read_model_file(pipeline["model"])["meta"]
+    assert "selected" not in meta
+    assert f"- **Epoch kept** (`train.keep`): the last epoch of {meta['epochs_trained']}\n" in report
+
+    p = dict(pipeline, model=tmp_path / "model.pt")
+    payload = read_model_file(pipeline["model"])
+    selected = {"keep": "best", "metric": "val/loss", "epoch": 4, "value": 0.512345, "best_epoch": 4,
+                "best_value": 0.512345, "epochs_run": 9, "patience": 5, "min_delta": 0.0, "stopped_early": True,
+                "stop_reason": "val/loss has not improved by more than 0 for 5 epochs (best 0.5123 at epoch 4)"}
+    save_model_file(p["model"], payload["state_dict"], {**payload["meta"], "selected": selected, "epochs_trained": 9})
+    out = tmp_path / "summary"
+    assert summarize(p, out) == 0
+    report, card = (out / "report.md").read_text(), (out / "model_card.md").read_text()
+    kept = "epoch 4 of 9 (the best val/loss, 0.5123)"
+    stopped = ("- **Stopped early** after epoch 9: val/loss has not improved by more than 0 for 5 epochs "
+               "(best 0.5123 at epoch 4) (`train.patience: 5`)")
+    assert f"- **Epoch kept** (`train.keep`): {kept}\n{stopped}" in report
+    assert f"- **Weights saved:** {payload['meta']['weights']} (EMA when `ema`), {kept}" in report
+    assert f"- Weights: {payload['meta']['weights']}, {kept}" in card
+
+
 def test_report_of_a_model_from_scratch_and_balanced_data(summary):
     report, card = (summary / "report.md").read_text(), (summary / "model_card.md").read_text()
     assert "Imbalanced" not in report and "imbalanced" not in card
