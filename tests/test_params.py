@@ -87,6 +87,22 @@ def test_cross_field_cifar_generated_needs_ten_classes():
         params_from_dict(tree)
 
 
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"data__dataset": "folder", "download__source": "/photos", "data__image_size": 64, "data__val_fraction": 0.5,
+      "data__test_fraction": 0.5}, "data.val_fraction (0.5) + data.test_fraction (0.5) must stay below 1"),
+    ({"data__test_fraction": 0.1}, "data.test_fraction is for your own images (data.dataset: folder); tiny-imagenet "
+                                   "keeps its official val set as the test split with data.val_from_train > 0"),
+    ({"data__dataset": "folder", "download__source": "/photos", "data__image_size": 64, "data__val_from_train": 0.1},
+     "data.val_from_train is for the official datasets"),
+    ({"train__select_metric": "val/f1"}, "train.select_metric must be one of val/top1, val/top5, val/loss"),
+    ({"train__early_stopping_patience": 5}, "did you mean 'train.patience'?"),
+])
+def test_held_out_splits_and_selection_refuse_what_cannot_work(overrides, fragment):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(_with(**overrides), where="params.yaml")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
 def test_device_augmentation_refuses_per_image_policies_before_work():
     with pytest.raises(ParamsError, match="train.policy=randaugment is albumentations, per image: it needs "
                                           "train.aug_backend workers"):

@@ -99,6 +99,11 @@ class DataParams:
     # (tests/data/test_images.py checks the two are equal).
     resize: str = _f("center_crop", choices=("center_crop", "squash", "pad"))
     val_fraction: float = _f(0.2, gt=0, lt=1)
+    # folder datasets without a test/ folder: the share of each class held out as a test split;
+    # official datasets: the share of train carved out as val, so the official val set becomes a
+    # test split never used for choosing (tinyclf.data.holdout).
+    test_fraction: float = _f(0.0, ge=0, lt=1)
+    val_from_train: float = _f(0.0, ge=0, lt=1)
     split_seed: int = _f(0, ge=0)
 
 
@@ -241,6 +246,7 @@ def _check_cross_field(params: Params, where: str) -> None:
         if params.download.kind in ("official", "generated"):
             raise ParamsError(f"{where}: download.source must be your images for data.dataset={fmt.name}: a "
                               f"directory, a .zip/.tar/.tar.gz archive or an http(s) URL of one; got {params.download.source!r}")
+    _check_holdout(d, fmt, where)
     if t.init.startswith("timm:") and not t.init[len("timm:"):]:
         raise ParamsError(f"{where}: train.init timm:<name> needs a model name, e.g. timm:resnet50.a1_in1k")
     lo, hi = t.rrc_scale
@@ -254,6 +260,20 @@ def _check_cross_field(params: Params, where: str) -> None:
         )
     if t.min_lr > t.lr:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
+
+
+def _check_holdout(d: DataParams, fmt: registry.DatasetFormat, where: str) -> None:
+    """The held-out shares: each for the kind of dataset it applies to, and something left to train on."""
+    if fmt.own_images:
+        if d.val_from_train > 0:
+            raise ParamsError(f"{where}: data.val_from_train is for the official datasets; your own images hold out "
+                              "val and test with data.val_fraction and data.test_fraction (or val/ and test/ folders)")
+        if d.val_fraction + d.test_fraction >= 1:
+            raise ParamsError(f"{where}: data.val_fraction ({d.val_fraction}) + data.test_fraction ({d.test_fraction}) "
+                              "must stay below 1: nothing would be left to train on")
+    elif d.test_fraction > 0:
+        raise ParamsError(f"{where}: data.test_fraction is for your own images (data.dataset: folder); "
+                          f"{fmt.name} keeps its official val set as the test split with data.val_from_train > 0")
 
 
 def _check_generated_classes(fmt: registry.DatasetFormat, num_classes: int, where: str) -> None:

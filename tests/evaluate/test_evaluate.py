@@ -236,3 +236,39 @@ def test_the_model_runs_in_the_memory_format_it_was_trained_in(setup, evaluated,
     assert predicted[True] == predicted[False]
     assert outputs[True]["loss"] == pytest.approx(outputs[False]["loss"], abs=1e-5)
     assert outputs[True]["top1"] == outputs[False]["top1"]
+
+
+# ------------------------------------------------------------------------------ a test split
+def with_test_split(prepared: Path, root: Path, *, as_val: bool = False) -> Path:
+    """A copy of `prepared` with a test split of 20 other images (or those images as its val split)."""
+    import shutil
+
+    copy = shutil.copytree(prepared, root)
+    other = make_prepared(root.parent / f"{root.name}_source", per_class=5, seed=9)
+    split = "val" if as_val else "test"
+    shutil.rmtree(copy / split, ignore_errors=True)
+    shutil.copytree(other / "val", copy / split)
+    stats = json.loads((copy / "stats.json").read_text())
+    stats["splits"][split] = json.loads((other / "stats.json").read_text())["splits"]["val"]
+    (copy / "stats.json").write_text(json.dumps(stats))
+    return copy
+
+
+def test_with_a_test_split_the_metrics_are_tests_and_vals_sit_beside_them(setup, evaluated, tmp_path):
+    root, prepared, model, params = setup
+    out = tmp_path / "evaluate"
+    assert load_stage("evaluate").main(["--data", str(with_test_split(prepared, tmp_path / "prepared")), "--model",
+                                        str(model), "--out", str(out), "--params", str(params), "--no-progress"]) == 0
+    # The same images as a val split, evaluated the usual way: the test figures are theirs.
+    as_val = tmp_path / "as_val"
+    assert load_stage("evaluate").main(["--data", str(with_test_split(prepared, tmp_path / "val_only", as_val=True)),
+                                        "--model", str(model), "--out", str(as_val), "--params", str(params),
+                                        "--no-progress"]) == 0
+    assert (out / "metrics.json").read_bytes() == (as_val / "metrics.json").read_bytes()
+    assert (out / "predictions.csv").read_bytes() == (as_val / "predictions.csv").read_bytes()
+    # …and val's figures, the ones that chose the epoch, are what a run without a test split reports.
+    assert (out / "val_metrics.json").read_bytes() == (evaluated / "metrics.json").read_bytes()
+    assert (evaluated / "val_metrics.json").read_bytes() == (evaluated / "metrics.json").read_bytes()
+    per_class = json.loads((out / "per_class.json").read_text())
+    assert per_class["split"] == "test" and per_class["num_images"] == 20
+    assert json.loads((evaluated / "per_class.json").read_text())["split"] == "val"

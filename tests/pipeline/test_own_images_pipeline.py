@@ -1,5 +1,6 @@
 """The issue's acceptance, as a user runs it: `dvc exp run -S data.dataset=folder -S download.source=<dir>`
-runs every stage on a folder of real photos, learns, and DVC then watches the folder.
+runs every stage on a folder of real photos with train/, val/ and test/ folders, learns, reports on
+the test split with val beside it, and DVC then watches the folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ from support.own_images_folders import FolderOptions, build_photo_folder
 
 pytestmark = pytest.mark.slow
 CLASSES = 10
+TEST_PER_CLASS = 20  # of each class's 50 val photos, moved into test/
+
+
+def move_to_test(spec) -> None:
+    """The last TEST_PER_CLASS plain val photos of each class into test/<class>/ (the photos other
+    tests open by path stay where they are)."""
+    for cls in spec.class_dirs:
+        plain = [rel for rel, c in spec.splits["val"] if c == cls and rel != spec.rotated
+                 and spec.entries[rel].format == "JPEG"]
+        assert len(plain) >= TEST_PER_CLASS
+        for rel in plain[-TEST_PER_CLASS:]:
+            target = spec.root / "test" / rel.split("/", 1)[1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (spec.root / rel).rename(target)
 
 
 def ran_stages(output: str) -> list[str]:
@@ -27,6 +42,7 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("own_pipeline")
     spec = build_photo_folder(root / "photos", REAL_SUBSET,
                               FolderOptions(classes=CLASSES, train_per_class=100, val_per_class=50))
+    move_to_test(spec)
     params = shrunk_params(train__epochs=5, train__batch_size=32, train__lr=0.1, train__deterministic=True)
     repo = make_repo_copy(root / "repo", params)
     env = venv_env(repo)
@@ -42,9 +58,18 @@ def test_every_stage_runs_and_the_model_learns(pipeline):
     assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "export", "summarize"]
     metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
     evaluated = json.loads((repo / "results/evaluate/per_class.json").read_text())
-    assert evaluated["generated"] is False and evaluated["num_images"] == CLASSES * 50
-    # Chance is 10%: 5 CPU epochs on 1,000 real photos reach about 26% (25.6% on 2026-12-07).
+    assert evaluated["generated"] is False and evaluated["split"] == "test"
+    assert evaluated["num_images"] == CLASSES * TEST_PER_CLASS
+    stats = json.loads((repo / "data/prepared/stats.json").read_text())
+    assert [stats["splits"][s]["count"] for s in ("train", "val", "test")] == [CLASSES * 100, CLASSES * 30,
+                                                                              CLASSES * TEST_PER_CLASS]
+    # Chance is 10%: 5 CPU epochs on 1,000 real photos reach about 26% (25.6% on 500 val photos, 2026-12-07).
     assert metrics["top1"] >= 0.18, metrics
+    val = json.loads((repo / "results/evaluate/val_metrics.json").read_text())
+    selected = json.loads((repo / "results/train/run.json").read_text())["selected"]
+    # val_metrics.json measures the model file on val: the figure the epoch was chosen by.
+    # (Within one image: the two passes batch differently, which can move a logit by a last bit.)
+    assert val["top1"] == pytest.approx(selected["value"], abs=1.01 / (CLASSES * 30)) and val != metrics
 
 
 def test_report_and_per_class_results_use_the_folder_names(pipeline):
@@ -56,7 +81,8 @@ def test_report_and_per_class_results_use_the_folder_names(pipeline):
     assert "folder" in report and "GENERATED" not in report and "your own images" in report
     assert "1 turned upright (EXIF orientation)" in report
     assert f"**{spec.counts['non_image_files']} files skipped as not images" in report
-    assert "Layout:** train/val folders" in report
+    assert "Layout:** train/val folders + test folder" in report
+    assert "| metric | test | val (chose the epoch) |" in report
     assert (repo / "results/evaluate/plots/per_class_accuracy.png").is_file()
 
 

@@ -17,7 +17,7 @@ from support.train_stage import start_stage, wait_for_checkpoint
 
 from tinyclf.loading.normalize import ModelInput
 from tinyclf.model.file import load_model_file
-from tinyclf.params import ParamsError, params_from_dict
+from tinyclf.params import params_from_dict
 from tinyclf.train import checkpoint
 from tinyclf.train.distributed import DistInfo
 from tinyclf.train.engine import evaluate
@@ -160,7 +160,3 @@ def test_min_delta_asks_for_more_than_a_small_gain():
     assert selection.best_epoch == 0 and selection.stopped_early
     assert "by more than 0.05 for 2 epochs (best 0.5000 at epoch 1)" in selection.stop_reason()
 
-
-def test_an_unknown_select_metric_is_refused_naming_the_choices():
-    with pytest.raises(ParamsError, match=r"train.select_metric.*val/top1"):
-        params_from_dict(shrunk_params(train__select_metric="val/f1"))

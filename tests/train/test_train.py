@@ -160,3 +160,21 @@ def test_mismatched_checkpoint_is_refused_by_the_stage_in_one_line(tmp_path, pre
     assert "data.image_size: 32 -> 16" in message[0]
     assert "delete" in message[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("backend", ["workers", "device"])
+def test_training_and_the_choice_of_epoch_never_read_the_test_split(tmp_path, backend):
+    """A test split whose files are not arrays at all: any read of them (loading, statistics, selection)
+    would fail the run."""
+    prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=8, val_per_class=4)
+    (prepared / "test").mkdir()
+    for name in ("images.npy", "labels.npy"):
+        (prepared / "test" / name).write_bytes(b"not an array: training must not open this")
+    stats = json.loads((prepared / "stats.json").read_text())
+    stats["splits"]["test"] = stats["splits"]["val"]
+    (prepared / "stats.json").write_text(json.dumps(stats))
+    tree = shrunk_params(train__model="test_resnet", train__crop="pad_crop", train__epochs=2, train__keep="best",
+                         train__patience=1, train__aug_backend=backend, train__workers=1)
+    result = run_training(params_from_dict(tree), prepared, tmp_path / "model.pt", tmp_path / "live",
+                          tmp_path / "ck", progress_bar=False)
+    assert result["epochs"] >= 1 and load_model_file(tmp_path / "model.pt")[1]["selected"]["keep"] == "best"

@@ -33,6 +33,9 @@ COPIED = ("results/summary", "results/evaluate")
 OVERRIDES = {
     "data.dataset": "tiny-imagenet",
     "data.image_size": 32,
+    # A fifth of each train class becomes val (which chooses the epoch kept); the generated val set
+    # becomes a test split that only the evaluation reads, as a user's held-out photos would be.
+    "data.val_from_train": 0.2,
     "download.source": "generated",
     "download.generated.num_classes": 10,
     "download.generated.train_per_class": 60,

@@ -31,7 +31,11 @@ import numpy as np
 from tinyclf import atomic
 from tinyclf.errors import TinyclfError
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # every prepared directory has these
+# …and this one when the data holds out a test split (a test/ folder, data.test_fraction, or an
+# official val set kept apart by data.val_from_train): only evaluate reads it.
+TEST_SPLIT = "test"
+ALL_SPLITS = SPLITS + (TEST_SPLIT,)
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 CLASSES_FILE = "classes.json"
@@ -53,8 +57,13 @@ class PreparedDataError(TinyclfError):
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(ALL_SPLITS)}")
+
+
+def has_test_split(stats: dict) -> bool:
+    """Whether the prepared data (its stats.json) holds a test split."""
+    return TEST_SPLIT in stats.get("splits", {})
 
 
 def _missing(path: Path) -> PreparedDataError:

@@ -32,6 +32,7 @@ from tinyclf.data import arrays
 from tinyclf.data.decode_pool import DecodePool, SplitOutput, SplitResult, available_cores, decode_split, split_stats
 from tinyclf.data.formats import registry
 from tinyclf.data.formats.contract import ArraySplit, DecodeRule, FormatData, PrepareOptions
+from tinyclf.data.holdout import carve_val_from_train
 from tinyclf.data.images import resize_square
 from tinyclf.errors import PrepareError
 
@@ -71,7 +72,8 @@ def options_from_params(params, progress: bool = True) -> PrepareOptions:
     """The preprocess stage's options from params.yaml (`data` and `preprocess`)."""
     d, p = params.data, params.preprocess
     return PrepareOptions(image_size=d.image_size, workers=p.workers, on_corrupt=p.on_corrupt, progress=progress,
-                          resize=d.resize, val_fraction=d.val_fraction, split_seed=d.split_seed)
+                          resize=d.resize, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                          val_from_train=d.val_from_train, split_seed=d.split_seed)
 
 
 def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
@@ -93,6 +95,9 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
     rule = impl.decode_rule(options)
     with arrays.prepared_output(out_dir) as tmp, _decode_pool(archive, options, rule) as pool:
         data = impl.read(archive, options)  # while the decoding processes start up
+        holdout = None
+        if options.val_from_train > 0 and not fmt.own_images:
+            data, holdout = carve_val_from_train(data, options.val_from_train, options.split_seed)
         output = SplitOutput(tmp, size, len(data.classes), options.on_corrupt, options.progress,
                              fail=lambda member, reason: _member_error(archive, data.member_prefix, member, reason))
         moments = arrays.ChannelMoments()
@@ -101,6 +106,7 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
         mean, std = moments.mean_std()
         stats = {"dataset": dataset, "generated": generated, "image_size": [size, size], "mean": mean, "std": std,
                  "splits": {split: result.stats for split, result in results.items()},
+                 **({"holdout": holdout} if holdout else {}),
                  **(data.finish(results) if data.finish else {})}
         arrays.write_classes(tmp, dataset=dataset, generated=generated, classes=data.classes,
                              groups=data.groups, class_groups=data.class_groups)
@@ -143,7 +149,7 @@ def _write_splits(data: FormatData, output: SplitOutput, pool: DecodePool | None
                   moments: arrays.ChannelMoments) -> dict[str, SplitResult]:
     """Each split's images.npy and labels.npy; the train split's pixels go into `moments`."""
     results = {}
-    for name in arrays.SPLITS:
+    for name in (s for s in arrays.ALL_SPLITS if s in data.splits):
         split, split_moments = data.splits[name], moments if name == "train" else None
         if isinstance(split, ArraySplit):
             results[name] = _copy_pixels(name, split, output, split_moments)

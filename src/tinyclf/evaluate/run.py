@@ -1,13 +1,18 @@
-"""The evaluate stage: one pass of the trained model over the whole validation split.
+"""The evaluate stage: one pass of the trained model over the whole test split when the prepared
+data has one (`tinyclf.data.arrays.TEST_SPLIT`), else over the validation split.
 
-Every validation image is seen exactly once (a sequential sampler, no drop_last, one process), so
-the numbers are exact. Outputs (docs/architecture.md):
+Every image is seen exactly once (a sequential sampler, no drop_last, one process), so the numbers
+are exact. With a test split, val is measured too, for val_metrics.json only: val chose the epoch
+(and, across a sweep, the run), so its figures read high; the test split was never used for
+choosing. Outputs (docs/architecture.md):
 
-- metrics.json     top1, top5, mean_class_accuracy, loss, ece — what runs are compared by (the
-                   DVC metric), rounded and free of timing: the same model and data give the same bytes
+- metrics.json     top1, top5, mean_class_accuracy, loss, ece of the evaluated split — what runs are
+                   compared by (the DVC metric), rounded and free of timing: the same model and data
+                   give the same bytes
+- val_metrics.json the same five figures on the val split (equal to metrics.json without a test split)
 - speed.json       images_per_s, seconds, device — timing lives apart from metrics.json
 - predictions.csv  index,true,predicted,top5,confidence — enough to recount every metric
-- per_class.json   what was evaluated (dataset, generated, num_images, tta_flip), per-class
+- per_class.json   what was evaluated (dataset, generated, split, num_images, tta_flip), per-class
                    count/correct/accuracy with ids and names, and the confused pairs
 - plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png
 """
@@ -39,14 +44,11 @@ from tinyclf.loading.normalize import ModelInput
 from tinyclf.model.file import load_model_file
 from tinyclf.params import EvaluateParams
 
-SPLIT = "val"
-
-
 class EvaluationError(TinyclfError, ValueError):
     """Inputs that cannot be evaluated together (mismatched model and data, missing files)."""
 
 
-def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple) -> None:
+def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple, split: str = "val") -> None:
     """Raise EvaluationError naming the first difference between the model's metadata and the data."""
     data_classes = classes["classes"]
     if meta["num_classes"] != len(data_classes):
@@ -74,7 +76,7 @@ def check_compatible(meta: dict, classes: dict, stats: dict, images_shape: tuple
     array_hw = tuple(images_shape[1:3])
     if stats_hw != (size, size) or array_hw != (size, size):
         raise EvaluationError(
-            f"model expects {size}x{size} images but the prepared {SPLIT} images are {array_hw[0]}x{array_hw[1]}"
+            f"model expects {size}x{size} images but the prepared {split} images are {array_hw[0]}x{array_hw[1]}"
         )
 
 
@@ -135,7 +137,7 @@ def runs_channels_last(meta: dict) -> bool:
 def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path,
                    evaluate_params: EvaluateParams, *, device: torch.device | None = None,
                    progress: bool = True) -> dict:
-    """Evaluate `model_path` on the prepared val split and write every output under `out_dir`.
+    """Evaluate `model_path` on the prepared test split (val without one) and write every output under `out_dir`.
 
     Everything is checked before anything is written: missing prepared data raises
     `arrays.PreparedDataError`, a missing/corrupt model `model.file.ModelFileError`, a model that does
@@ -145,20 +147,21 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     classes = arrays.load_classes(prepared_dir)
     stats = arrays.load_stats(prepared_dir)
-    images, _ = arrays.load_split(prepared_dir, SPLIT)
+    split = arrays.TEST_SPLIT if arrays.has_test_split(stats) else "val"
+    images, _ = arrays.load_split(prepared_dir, split)
     model, meta = load_model_file(model_path)
-    check_compatible(meta, classes, stats, images.shape)
+    check_compatible(meta, classes, stats, images.shape, split)
+    if split != "val":
+        check_compatible(meta, classes, stats, arrays.load_split(prepared_dir, "val")[0].shape, "val")
 
     device = device or default_device()
     # Deterministic kernels: the same model and data give the same metrics.json bytes.
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    loader = in_order(PreparedDataset(prepared_dir, SPLIT), evaluate_params, device)
-    to_input = ModelInput(meta["mean"], meta["std"], channels_last=runs_channels_last(meta))
-    pred = predict(model, loader, to_input, tta_flip=evaluate_params.tta_flip, device=device, progress=progress)
-    num_classes = len(classes["classes"])
-    summary = summarize_predictions(pred, num_classes, ece_bins=evaluate_params.ece_bins)
+    measure = _Measure(prepared_dir, model, meta, evaluate_params, device, len(classes["classes"]), progress)
+    pred, summary = measure(split)
     metrics = summary.metrics
+    val_metrics = metrics if split == "val" else measure("val")[1].metrics
     speed = {
         "images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
         "seconds": round(pred.seconds, 3),
@@ -171,6 +174,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
         # are compared by.
         "dataset": classes["dataset"],
         "generated": bool(classes["generated"]),
+        "split": split,
         "num_images": int(len(pred.labels)),
         "tta_flip": bool(evaluate_params.tta_flip),
         "classes": per_class_table(summary.confusion, classes["classes"]),
@@ -182,8 +186,25 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     atomic.write_json(out_dir / "per_class.json", per_class)
     _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, evaluate_params.misclassified_examples)
     atomic.write_json(out_dir / "speed.json", speed)
+    atomic.write_json(out_dir / "val_metrics.json", val_metrics, sort_keys=False)
     atomic.write_json(out_dir / "metrics.json", metrics, sort_keys=False)
-    return {"metrics": metrics, "speed": speed, "per_class": per_class}
+    return {"metrics": metrics, "val_metrics": val_metrics, "speed": speed, "per_class": per_class}
+
+
+class _Measure:
+    """One exact pass of the model over a prepared split: (Predictions, Summary)."""
+
+    def __init__(self, prepared_dir: Path, model, meta: dict, evaluate_params: EvaluateParams, device: torch.device,
+                 num_classes: int, progress: bool):
+        self.prepared_dir, self.model, self.params, self.device = prepared_dir, model, evaluate_params, device
+        self.num_classes, self.progress = num_classes, progress
+        self.to_input = ModelInput(meta["mean"], meta["std"], channels_last=runs_channels_last(meta))
+
+    def __call__(self, split: str) -> tuple[Predictions, Summary]:
+        loader = in_order(PreparedDataset(self.prepared_dir, split), self.params, self.device)
+        pred = predict(self.model, loader, self.to_input, tta_flip=self.params.tta_flip, device=self.device,
+                       progress=self.progress)
+        return pred, summarize_predictions(pred, self.num_classes, ece_bins=self.params.ece_bins)
 
 
 def _write_plots(plot_dir: Path, summary: Summary, labels: np.ndarray, pairs: list[dict], names: list[str],

@@ -76,10 +76,11 @@ def _metrics(inputs: Inputs) -> list[str]:
     lines = [
         "## Metrics",
         "",
-        f"On all {inputs.per_class['num_images']:,} validation images"
+        f"On all {inputs.per_class['num_images']:,} "
+        + ("held-out test images (never used for choosing)" if inputs.evaluated_split == "test" else "validation images")
         + (" (with flip test-time augmentation)" if inputs.per_class.get("tta_flip") else "") + ":",
         "",
-        metrics_table(m),
+        metrics_table(m, val_metrics=inputs.val_metrics),
         "",
         f"Reference: {reference_text()}; this model {reference_verdict(m['top1'], note is None)}."
         + (f" {note}" if note else ""),
@@ -105,8 +106,9 @@ def _limitations(inputs: Inputs) -> list[str]:
         "",
         f"- Only seen {meta['image_size']}×{meta['image_size']} images of these {meta['num_classes']} classes; "
         "any other input is classified into one of them anyway.",
-        "- Validation accuracy is measured on the validation split also used to monitor training; "
-        "there is no separate held-out test score.",
+        *(["- Validation accuracy is measured on the validation split that also chose the epoch kept; "
+            "there is no separate held-out test score (own folders: a test/ folder or `data.test_fraction`; "
+            "official datasets: `data.val_from_train`)."] if inputs.evaluated_split == "val" else []),
         f"- Calibration: expected calibration error {m['ece']:.4f}; confidences are not probabilities "
         "to rely on without checking.",
     ]

@@ -60,6 +60,12 @@ class Inputs:
     speed: dict
     per_class: dict
     export: dict | None = None  # results/export/parity.json, when the export stage ran
+    val_metrics: dict | None = None  # val's figures when a test split was evaluated (metrics.json holds test's)
+
+    @property
+    def evaluated_split(self) -> str:
+        """"test" or "val": the split metrics.json describes (per_class.json `split`; val before it existed)."""
+        return self.per_class.get("split", "val")
 
 
 def read_inputs(sources: Sources, params: Params) -> Inputs:
@@ -81,9 +87,12 @@ def read_inputs(sources: Sources, params: Params) -> Inputs:
     per_class = _read_json(per_class_path, "the evaluate stage's per-class accuracy")
     _check_groups(classes, prepared_dir / arrays.CLASSES_FILE, per_class, per_class_path)
     export = None if sources.export is None else _read_json(sources.export, "the export stage's parity figures")
+    val_metrics = None
+    if per_class.get("split", "val") != "val":
+        val_metrics = _read_json(evaluate_dir / "val_metrics.json", "the evaluate stage's val figures")
     return Inputs(params=params, classes=classes, stats=stats, meta=meta, table=table,
                   train_summary=train_summary, series=read_dvclive_series(train_dir), run=run,
-                  metrics=metrics, speed=speed, per_class=per_class, export=export)
+                  metrics=metrics, speed=speed, per_class=per_class, export=export, val_metrics=val_metrics)
 
 
 def read_dvclive_series(train_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -76,7 +76,8 @@ def _head(inputs: Inputs) -> list[str]:
     dataset = " (generated data)." if generated else ("." if is_reference_dataset(classes["dataset"])
                                                       else f" ({classes['dataset']}).")
     head += [
-        f"**Top-1 {pct(m['top1'])}**, top-5 {pct(m['top5'])} on {inputs.per_class['num_images']:,} validation images — "
+        f"**Top-1 {pct(m['top1'])}**, top-5 {pct(m['top5'])} on {inputs.per_class['num_images']:,} "
+        f"{'test' if inputs.evaluated_split == 'test' else 'validation'} images — "
         f"{reference_verdict(m['top1'], comparability_note(classes['dataset'], generated) is None)}{dataset}",
         "",
         "",

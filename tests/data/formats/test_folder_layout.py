@@ -90,3 +90,63 @@ def test_a_tar_made_with_dot_prefixes_and_a_lone_image_class(tmp_path, real_subs
     assert [cid for cid, _ in index.classes] == sorted(spec.class_dirs) + ["zz_single"]
     assert len(index.members["train"]) == 3 * 4 + 1 and len(index.members["val"]) == 3
     assert any("single image" in note and "zz_single" in note for note in index.notes)
+
+
+# ------------------------------------------------------------------------------ the test split
+def listing(paths: list[str]):
+    """Archive entries for `paths` (files; their folders implied), and a reader no test calls."""
+    from tinyclf.data.archive_members import Entry
+
+    folders = sorted({"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)})
+    entries = [Entry(f, "directory", 0, f) for f in folders] + [Entry(p, "file", 10, p) for p in paths]
+    return entries, lambda key: b""
+
+
+def index_of(paths: list[str], **options):
+    from tinyclf.data.formats.folder_layout import build_index
+
+    entries, read = listing(paths)
+    return build_index(entries, read, where="photos.zip", **{"val_fraction": 0.2, "split_seed": 0, **options})
+
+
+def names(index, split: str) -> set[str]:
+    return {e.name for e in index.members.get(split, [])}
+
+
+def test_a_test_folder_is_a_third_split_and_val_is_drawn_beside_it():
+    paths = ([f"train/{c}/{i}.jpg" for c in ("cat", "dog") for i in range(10)]
+             + [f"testing/{c}/t{i}.jpg" for c in ("cat", "dog") for i in range(3)])
+    index = index_of(paths)
+    assert names(index, "test") == {p for p in paths if p.startswith("testing/")}
+    assert index.labels["test"] == [0, 0, 0, 1, 1, 1]
+    assert len(index.members["val"]) == 4 and len(index.members["train"]) == 16
+    assert index.layout == "train folder + test folder, val drawn" and index.ignored == []
+    assert not names(index, "test") & (names(index, "train") | names(index, "val"))
+
+
+def test_a_test_class_that_train_lacks_is_refused_naming_it():
+    paths = [f"train/{c}/{i}.jpg" for c in ("cat", "dog") for i in range(4)] + ["test/fox/1.jpg"]
+    with pytest.raises(PrepareError, match=r"photos.zip: test/fox/ is a class that train/ does not have"):
+        index_of(paths)
+
+
+def test_test_fraction_draws_a_stable_test_split_after_val():
+    paths = [f"{c}/{i:02d}.jpg" for c in ("cat", "dog", "eel") for i in range(20)]
+    before = index_of(paths, test_fraction=0.1)
+    assert np.bincount(before.labels["val"]).tolist() == [4, 4, 4]
+    assert np.bincount(before.labels["test"]).tolist() == [2, 2, 2]
+    assert before.layout == "class folders, val drawn, test drawn"
+    # val is the split it was without a test share: test comes out of what was train.
+    assert names(index_of(paths), "val") == names(before, "val")
+    # Photos added to one class move nothing of the others between the three splits.
+    after = index_of(paths + [f"eel/new_{i}.jpg" for i in range(5)], test_fraction=0.1)
+    for split in ("train", "val", "test"):
+        kept = {n for n in names(after, split) if not n.startswith("eel/")}
+        assert kept == {n for n in names(before, split) if not n.startswith("eel/")}, split
+
+
+def test_a_share_that_leaves_a_class_nothing_to_train_on_is_refused_naming_the_class():
+    paths = [f"cat/{i}.jpg" for i in range(10)] + ["owl/1.jpg", "owl/2.jpg"]
+    with pytest.raises(PrepareError, match=r"photos.zip: class owl has 2 image\(s\): data.val_fraction 0.2 and "
+                                           r"data.test_fraction 0.1 would leave it none to train on"):
+        index_of(paths, test_fraction=0.1)

@@ -43,6 +43,10 @@ class PrepareOptions:
     # when the source has no val/ folder.
     resize: str = "center_crop"
     val_fraction: float = 0.2
+    # Own images without a test/ folder: the share of each class held out as the test split.
+    test_fraction: float = 0.0
+    # Official datasets: the share of train carved out as val (the official val becomes test).
+    val_from_train: float = 0.0
     split_seed: int = 0
 
 
@@ -80,7 +84,7 @@ class FormatData:
     """A format's archive as preprocess needs it: classes in label order and each split's images."""
 
     classes: list[tuple[str, str]]  # (id, readable name) in label order
-    splits: dict[str, MemberSplit | ArraySplit]  # train and val
+    splits: dict[str, MemberSplit | ArraySplit]  # train and val, and test when the data has one
     # Class groups, when the dataset has them (CIFAR-100's superclasses): group names in index order
     # and each class's group index; classes.json records them and the report shows per-group accuracy.
     groups: list[str] | None = None

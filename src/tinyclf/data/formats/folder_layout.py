@@ -2,8 +2,10 @@
 
 Layouts, after one wrapping folder is stripped (people zip the folder itself: `photos/…`):
 
-    train/<class>/…  [+ val/<class>/…]    ImageFolder (val may also be named valid or validation)
-    <class>/…                             class folders only: the val split is drawn here
+    train/<class>/…  [+ val/<class>/…] [+ test/<class>/…]
+                                          ImageFolder (val may also be named valid or validation,
+                                          test testing)
+    <class>/…                             class folders only: the val (and test) split is drawn here
 
 Files may sit at any depth below their class folder. Class ids are the folder names, in natural
 sort order (class2 before class10; torchvision's ImageFolder sorts them as plain strings);
@@ -11,15 +13,18 @@ readable names come from an optional `classes.txt` ("<folder><tab or space><name
 `classes.json` ({"<folder>": "<name>"}) at the root.
 
 Without a val folder each class is split on its own: its files are ranked by a hash of
-(data.split_seed, path inside the class folder) and the first round(val_fraction × n) go to
-val. A file's split therefore depends only on its class's files: adding photos to one class never
-moves another class's photos between train and val, and another seed draws another split.
+(data.split_seed, path inside the class folder, `tinyclf.data.holdout.split_rank`) and the first
+round(val_fraction × n) go to val; without a test folder and with data.test_fraction > 0 the next
+round(test_fraction × n) go to test. A file's split therefore depends only on its class's files:
+adding photos to one class never moves another class's photos between the splits, and another
+seed draws another split.
 
-Refused, naming the folder: an empty class folder, a val class that train lacks, fewer than two
+Refused, naming the folder: an empty class folder, a val or test class that train lacks, a class that
+the held-out shares would leave with no train image, fewer than two
 classes (and when train/ has fewer than two beside top-level folders of images, the two layouts
 mixed), a val/ folder beside class folders without train/. Noted and counted: files that are not
 images (by extension), hidden and system files, links (never followed), folders beside train/val
-(test/ …), a train class with no val images.
+(other than val and test), a train class with no val images.
 An animated GIF is one image: its first frame, which is what OpenCV decodes.
 """
 
@@ -31,10 +36,12 @@ from dataclasses import dataclass, field
 
 from tinyclf.data.archive_members import Entry
 from tinyclf.data.file_names import is_image_name, natural_key
+from tinyclf.data.holdout import held_out_count, split_rank
 from tinyclf.data.pack import PACK_MANIFEST, is_hidden_or_system
 from tinyclf.errors import PrepareError
 
 VAL_FOLDERS = ("val", "valid", "validation")
+TEST_FOLDERS = ("test", "testing")
 CLASS_FILES = ("classes.json", "classes.txt")
 
 
@@ -45,15 +52,16 @@ class FolderIndex:
     classes: list[tuple[str, str]]  # (folder name, readable name)
     members: dict[str, list[Entry]]  # split -> image entries
     labels: dict[str, list[int]]
-    layout: str  # "train/val folders", "train folder, val drawn" or "class folders, val drawn"
+    layout: str  # "train/val folders", "train folder, val drawn" or "class folders, val drawn" (+ test …)
     not_images: list[str] = field(default_factory=list)  # skipped: paths of non-image files
     not_followed: list[str] = field(default_factory=list)  # links in the archive, never read
-    ignored: list[str] = field(default_factory=list)  # folders beside train/val, e.g. test
+    ignored: list[str] = field(default_factory=list)  # folders beside train/val/test
     notes: list[str] = field(default_factory=list)  # one-line warnings for the log and stats.json
     packed: dict | None = None  # the download stage's pack manifest, when it packed a directory
 
 
-def build_index(entries: list[Entry], read, *, val_fraction: float, split_seed: int, where: str) -> FolderIndex:
+def build_index(entries: list[Entry], read, *, val_fraction: float, split_seed: int, where: str,
+                test_fraction: float = 0.0) -> FolderIndex:
     """Index the archive's entries; `read(key)` reads a small member (the pack manifest, classes.txt).
 
     `where` names the archive in errors."""
@@ -62,7 +70,7 @@ def build_index(entries: list[Entry], read, *, val_fraction: float, split_seed: 
     prefix = _wrapping_folder(entries)
     tree = {e.name[len(prefix):]: e for e in entries if e.name.startswith(prefix) and e.name != prefix.rstrip("/")}
     names = _class_names(tree, read, where)
-    index = _index_layout(tree, val_fraction, split_seed, where, names)
+    index = _index_layout(tree, HeldOut(val_fraction, test_fraction, split_seed), where, names)
     index.not_images = sorted(hidden + index.not_images, key=natural_key)
     index.not_followed = sorted(links, key=natural_key)
     index.packed = packed
@@ -105,7 +113,7 @@ def _wrapping_folder(entries: list[Entry]) -> str:
         if len(tops) != 1 or files_at_top:
             return prefix
         top = next(iter(tops))
-        if top.lower() in ("train",) + VAL_FOLDERS:
+        if top.lower() in ("train",) + VAL_FOLDERS + TEST_FOLDERS:
             return prefix
         prefix += top + "/"
 
@@ -154,35 +162,51 @@ def _first_names(names: list[str], count: int = 3) -> str:
     return ", ".join(names[:count]) + (", …" if len(names) > count else "")
 
 
-def _split_folders(tree: dict[str, Entry]) -> tuple[str | None, str | None, list[str]]:
-    """(train folder, val folder, other top-level folders) of the ImageFolder layout; train None if flat."""
+@dataclass(frozen=True)
+class HeldOut:
+    """The shares drawn from train when the source has no folder for a split."""
+
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+
+def _split_folders(tree: dict[str, Entry]) -> tuple[str | None, str | None, str | None, list[str]]:
+    """(train, val, test folder, other top-level folders) of the ImageFolder layout; train None if flat."""
     tops = _top_folders(tree)
     train = next((t for t in tops if t.lower() == "train"), None)
     if train is None:
-        return None, None, []
+        return None, None, None, []
     val = next((t for t in tops if t.lower() in VAL_FOLDERS), None)
-    return train, val, [t for t in tops if t not in (train, val)]
+    test = next((t for t in tops if t.lower() in TEST_FOLDERS), None)
+    return train, val, test, [t for t in tops if t not in (train, val, test)]
 
 
-def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, where: str,
-                  names: dict[str, str]) -> FolderIndex:
-    train_dir, val_dir, others = _split_folders(tree)
+def _index_layout(tree: dict[str, Entry], held_out: HeldOut, where: str, names: dict[str, str]) -> FolderIndex:
+    train_dir, val_dir, test_dir, others = _split_folders(tree)
     not_images: list[str] = []
     notes: list[str] = []
+    val = test = None
     if train_dir is None:
         _refuse_val_without_train(tree, where)
-        layout = "class folders, val drawn"
         train = _class_folders(tree, "", not_images, where)
-        train, val = _draw_val(train, val_fraction, split_seed, notes)
+        layout = "class folders"
     else:
         train = _class_folders(tree, train_dir + "/", not_images, where)
-        if val_dir is None:
-            layout = "train folder, val drawn"
-            train, val = _draw_val(train, val_fraction, split_seed, notes)
-        else:
-            layout = "train/val folders"
+        layout = "train folder"
+        if val_dir is not None:
             val = _class_folders(tree, val_dir + "/", not_images, where)
-            _check_val_classes(train, val, val_dir, train_dir, where, notes)
+            _check_held_out_classes(train, val, val_dir, train_dir, where, notes)
+            layout = "train/val folders"
+        if test_dir is not None:
+            test = _class_folders(tree, test_dir + "/", not_images, where)
+            _check_held_out_classes(train, test, test_dir, train_dir, where, notes)
+            layout += " + test folder"
+    train, drawn_val, drawn_test = _draw_held_out(train, held_out, notes, where, draw_val=val is None,
+                                                  draw_test=test is None)
+    layout += ", val drawn" * (val is None) + ", test drawn" * (test is None and held_out.test_fraction > 0)
+    val = drawn_val if val is None else val
+    test = drawn_test if test is None else test
     classes = sorted(train, key=natural_key)
     if len(classes) < 2 and train_dir is not None:
         _refuse_mixed_layout(tree, train_dir, classes, others, where)
@@ -196,7 +220,9 @@ def _index_layout(tree: dict[str, Entry], val_fraction: float, split_seed: int, 
             not_images.append(name)  # README.txt and friends at the root
     index = FolderIndex([(c, names.get(c, c)) for c in classes], {}, {}, layout, not_images,
                         ignored=[f"{o}/" for o in others], notes=notes)
-    for split, groups in (("train", train), ("val", val)):
+    for split, groups in (("train", train), ("val", val), ("test", test)):
+        if split == "test" and not any(groups.values()):
+            continue  # no test split: neither a test/ folder nor data.test_fraction
         pairs = [(entry, i) for i, c in enumerate(classes) for _, entry in groups.get(c, [])]
         pairs.sort(key=lambda p: natural_key(p[0].name))
         index.members[split] = [e for e, _ in pairs]
@@ -210,7 +236,7 @@ def _refuse_val_without_train(tree: dict[str, Entry], where: str) -> None:
     """A val/ folder among class folders, with no train/: taken as class folders, val/ would
     silently become a class named "val" (a user who split off val/ and forgot to move the rest)."""
     tops = sorted(_top_folders(tree), key=natural_key)
-    val = next((t for t in tops if t.lower() in VAL_FOLDERS), None)
+    val = next((t for t in tops if t.lower() in VAL_FOLDERS + TEST_FOLDERS), None)
     if val is not None:
         classes = [t for t in tops if t != val]
         raise PrepareError(f"{where}: has a {val}/ split folder but no train/ beside {len(classes)} top-level "
@@ -264,7 +290,8 @@ def _class_folders(tree: dict[str, Entry], root: str, not_images: list[str], whe
     return groups
 
 
-def _check_val_classes(train: dict, val: dict, val_dir: str, train_dir: str, where: str, notes: list[str]) -> None:
+def _check_held_out_classes(train: dict, val: dict, val_dir: str, train_dir: str, where: str,
+                            notes: list[str]) -> None:
     unknown = sorted(set(val) - set(train), key=natural_key)
     if unknown:
         raise PrepareError(f"{where}: {val_dir}/{unknown[0]}/ is a class that {train_dir}/ does not have"
@@ -276,25 +303,32 @@ def _check_val_classes(train: dict, val: dict, val_dir: str, train_dir: str, whe
                      + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
 
 
-def split_rank(seed: int, path_in_class: str) -> bytes:
-    """The sort key that decides a file's split: a hash of the seed and its path inside its class folder."""
-    return hashlib.blake2b(f"{seed}\0{path_in_class}".encode(), digest_size=8).digest()
-
-
-def _draw_val(groups: dict[str, list], val_fraction: float, seed: int, notes: list[str]) -> tuple[dict, dict]:
-    """Per class: the round(val_fraction × n) files of lowest split_rank go to val (at least one, and
-    never all: a class of one image stays in train, and is noted)."""
-    train, val = {}, {}
-    alone = sorted((cls for cls, entries in groups.items() if len(entries) == 1), key=natural_key)
+def _draw_held_out(groups: dict[str, list], held_out: HeldOut, notes: list[str], where: str, *, draw_val: bool,
+                   draw_test: bool) -> tuple[dict, dict, dict]:
+    """Per class, ranked by split_rank: the first round(val_fraction × n) files go to val (when
+    `draw_val`; at least one, never all: a class of one image stays in train, and is noted), the next
+    round(test_fraction × n) to test (when `draw_test` and test_fraction > 0; at least one); the rest
+    train. Refused, naming the class, when nothing would be left to train on."""
+    val_share = held_out.val_fraction if draw_val else 0.0
+    test_share = held_out.test_fraction if draw_test else 0.0
+    train, val, test = {}, {}, {}
+    alone = sorted((cls for cls, entries in groups.items() if len(entries) == 1 and val_share), key=natural_key)
     if alone:
         notes.append(f"{len(alone)} class(es) have a single image, kept for training and not measured: "
                      + ", ".join(alone[:5]) + (" …" if len(alone) > 5 else ""))
-    for cls, entries in groups.items():
+    for cls in sorted(groups, key=natural_key):
+        entries = groups[cls]
         n = len(entries)
-        take = min(max(round(val_fraction * n), 1), n - 1) if n > 1 else 0
-        ranked = sorted(entries, key=lambda item: split_rank(seed, item[0]))
-        val[cls], train[cls] = ranked[:take], ranked[take:]
-    return train, val
+        take_val = held_out_count(val_share, n)
+        take_test = max(round(test_share * n), 1) if test_share > 0 else 0
+        if take_test and n - take_val - take_test < 1:
+            raise PrepareError(f"{where}: class {cls} has {n} image(s): data.val_fraction {held_out.val_fraction:g} and "
+                               f"data.test_fraction {held_out.test_fraction:g} would leave it none to train on; add "
+                               "images, lower the fractions, or give it test/ images of its own")
+        ranked = sorted(entries, key=lambda item: split_rank(held_out.seed, item[0]))
+        val[cls], test[cls] = ranked[:take_val], ranked[take_val:take_val + take_test]
+        train[cls] = ranked[take_val + take_test:]
+    return train, val, test
 
 
 def _note_mapping(names: dict[str, str], classes: list[str], notes: list[str]) -> None:

@@ -36,6 +36,10 @@ def dataset_section(inputs: Inputs) -> str:
         if notes:
             lines.append(f"- **{split}:** " + "; ".join(notes))
     lines += folder_lines(stats.get("folder"))
+    holdout = stats.get("holdout")
+    if holdout:  # an official dataset with data.val_from_train
+        lines.append(f"- **Splits:** val = {holdout['val']} (split_seed {holdout['split_seed']}); test = "
+                     f"{holdout['test']}, used only for the figures reported, never for choosing")
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
     lines.append(f"- **Normalization (train split, 0–1 scale):** mean [{mean}], std [{std}]")
@@ -63,13 +67,15 @@ def folder_lines(folder: dict | None) -> list[str]:
     """Own images: how the folder was read, and what was left out or looks wrong (stats.json `folder`)."""
     if not folder:
         return []
-    split = ("train/val folders" if folder.get("val_fraction") is None else
-             f"{folder['layout']}: {folder['val_fraction']:.0%} of each class held out "
-             f"(split_seed {folder['split_seed']})")
+    drawn = [f"{folder[key]:.0%} of each class held out for {name}" for key, name in
+             (("val_fraction", "val"), ("test_fraction", "test")) if folder.get(key) is not None]
+    split = (f"{folder['layout']}: {' and '.join(drawn)} (split_seed {folder['split_seed']})" if drawn
+             else folder["layout"])
     lines = [f"- **Layout:** {split}; non-square images made square by `{folder['resize']}`"]
     listed = [("not_images", "files skipped as not images (or hidden / system files)"),
               ("links_not_followed", "links not followed"),
-              ("duplicates_across_splits", "val images byte-identical to train images (they inflate val accuracy)")]
+              ("duplicates_across_splits", "held-out images byte-identical to images of another split (they "
+               "inflate val or test accuracy)")]
     for key, text in listed:
         entry = folder.get(key) or {}
         if entry.get("count"):
@@ -83,19 +89,19 @@ def folder_lines(folder: dict | None) -> list[str]:
 
 
 def class_counts_lines(inputs: Inputs) -> list[str]:
-    """Images per class in train and val (stats.json): every class when there are few, else the
+    """Images per class in train, val and test (stats.json): every class when there are few, else the
     spread and the smallest and largest train classes, so 200 classes stay readable."""
     splits = inputs.stats.get("splits", {})
     train = splits.get("train", {}).get("per_class")
-    val = splits.get("val", {}).get("per_class")
     names = [c["name"] for c in inputs.classes["classes"]]
     if not train or len(train) != len(names):
         return []
-    val = val if val and len(val) == len(train) else None
-    header = ["index", "class", "train"] + (["val"] if val else [])
+    held_out = {split: splits.get(split, {}).get("per_class") for split in ("val", "test")}
+    held_out = {split: counts for split, counts in held_out.items() if counts and len(counts) == len(train)}
+    header = ["index", "class", "train"] + list(held_out)
 
     def row(i: int) -> list:
-        return [i, names[i], f"{train[i]:,}"] + ([f"{val[i]:,}"] if val else [])
+        return [i, names[i], f"{train[i]:,}"] + [f"{counts[i]:,}" for counts in held_out.values()]
 
     if len(train) <= FULL_COUNTS_MAX:
         return ["", "Images per class:", "", md_table(header, [row(i) for i in range(len(train))]).rstrip("\n")]

@@ -19,12 +19,18 @@ def results_section(inputs: Inputs, plots_rel: str) -> str:
     note = comparability_note(classes["dataset"], bool(evaluated.get("generated", classes["generated"])))
     tta = ("with horizontal-flip test-time augmentation" if evaluated.get("tta_flip")
            else "without test-time augmentation")
+    if inputs.evaluated_split == "test":
+        where = (f"Evaluated on all {evaluated['num_images']:,} test images, {tta}: a split that neither training "
+                 "nor the choice of epoch ever read. The val figures beside them are those the epoch was chosen by, "
+                 "and read high for it.")
+    else:
+        where = f"Evaluated on all {evaluated['num_images']:,} validation images, {tta}."
     lines = [
         "## Results",
         "",
-        f"Evaluated on all {evaluated['num_images']:,} validation images, {tta}.",
+        where,
         "",
-        metrics_table(m, num_classes=len(classes["classes"])),
+        metrics_table(m, num_classes=len(classes["classes"]), val_metrics=inputs.val_metrics),
         "",
         f"**Against the reference** — {reference_text()}: this model reaches {pct(m['top1'])} top-1 and "
         f"**{reference_verdict(m['top1'], note is None)}**.",
