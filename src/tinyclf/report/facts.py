@@ -171,5 +171,11 @@ def source_text(source: str) -> str:
 
 
 def split_counts(stats: dict) -> dict[str, int]:
-    """Images per split (stats.json), in its order: {"train": 100000, "val": 10000}."""
-    return {split: int(info.get("count", 0)) for split, info in stats.get("splits", {}).items()}
+    """Images per split (stats.json): {"train": 100000, "val": 10000}, in the order train, val, test."""
+    return {split: int(info.get("count", 0)) for split, info in ordered_splits(stats).items()}
+
+
+def ordered_splits(stats: dict) -> dict[str, dict]:
+    """stats.json's splits in the order train, val, test (the file keeps its keys sorted)."""
+    splits = stats.get("splits", {})
+    return {split: splits[split] for split in arrays.ALL_SPLITS if split in splits}

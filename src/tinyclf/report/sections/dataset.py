@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyclf.report.facts import source_text, split_counts
+from tinyclf.report.facts import ordered_splits, source_text, split_counts
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import md_table
 
@@ -31,7 +31,7 @@ def dataset_section(inputs: Inputs) -> str:
         f"- **Source:** download.source = {source_text(p.download.source)}",
         "- **Images:** " + ", ".join(f"{split} {n:,}" for split, n in counts.items()),
     ]
-    for split, info in stats.get("splits", {}).items():
+    for split, info in ordered_splits(stats).items():
         notes = _preprocess_notes(info)
         if notes:
             lines.append(f"- **{split}:** " + "; ".join(notes))

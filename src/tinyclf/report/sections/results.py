@@ -21,8 +21,8 @@ def results_section(inputs: Inputs, plots_rel: str) -> str:
            else "without test-time augmentation")
     if inputs.evaluated_split == "test":
         where = (f"Evaluated on all {evaluated['num_images']:,} test images, {tta}: a split that neither training "
-                 "nor the choice of epoch ever read. The val figures beside them are those the epoch was chosen by, "
-                 "and read high for it.")
+                 "nor the choice of epoch ever read. Beside them, the val figures the epoch was chosen by (chosen "
+                 "on val, they tend to read high).")
     else:
         where = f"Evaluated on all {evaluated['num_images']:,} validation images, {tta}."
     lines = [
