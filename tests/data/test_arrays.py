@@ -15,8 +15,8 @@ def test_load_split_errors(tmp_path):
         arrays.load_split(tmp_path / "nowhere", "train")
     with pytest.raises(arrays.PreparedDataError, match=r"stats\.json: missing"):
         arrays.load_stats(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="unknown split 'test'"):
-        arrays.load_split(tmp_path, "test")
+    with pytest.raises(ValueError, match="unknown split 'holdout'; expected one of train, val, test"):
+        arrays.load_split(tmp_path, "holdout")
 
 
 def test_classes_json_records_class_groups(tmp_path):
