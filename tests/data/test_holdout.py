@@ -6,6 +6,7 @@ way every time, with no image in two splits; the generated Tiny ImageNet (member
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -39,6 +40,12 @@ def test_val_from_train_makes_the_official_val_set_a_test_split(tmp_path, datase
     assert row_hashes(tmp_path / "carved", "train") | row_hashes(tmp_path / "carved", "val") == \
         row_hashes(tmp_path / "plain", "train")
     assert not row_hashes(tmp_path / "carved", "train") & row_hashes(tmp_path / "carved", "val")
+    # Each row still names where it came from.
+    sources = {split: arrays.load_sources(tmp_path / "carved", split) for split in ("train", "val", "test")}
+    assert sources["test"] == arrays.load_sources(tmp_path / "plain", "val")
+    assert sorted(sources["train"] + sources["val"]) == sorted(arrays.load_sources(tmp_path / "plain", "train"))
+    pattern = r"data_batch_[1-5]#\d+" if dataset == "cifar10" else r"tiny-imagenet-200/train/\w+/images/\S+\.JPEG"
+    assert all(re.fullmatch(pattern, s) for s in sources["val"]), sources["val"][:3]
     # The same draw every time; another seed draws another one.
     again = prepare(archive, tmp_path / "again", dataset, options).stats
     assert again["splits"] == carved["splits"]

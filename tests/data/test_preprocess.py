@@ -63,7 +63,7 @@ def test_failure_leaves_no_output_and_keeps_old_one(tmp_path):
     with pytest.raises(PrepareError, match="val_3.JPEG"):
         prepare(bad, out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert after == before and len(before) == 6
+    assert after == before and len(before) == 8
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
 
 
@@ -74,7 +74,8 @@ def test_success_replaces_whole_directory(tmp_path):
     prepare(build_tiny_zip(tmp_path / "a.zip"), out, "tiny-imagenet", PrepareOptions(workers=1, progress=False))
     assert not (out / "train" / "stale.npy").exists()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "classes.json", "stats.json", "train/images.npy", "train/labels.npy", "val/images.npy", "val/labels.npy",
+        "classes.json", "stats.json", "train/images.npy", "train/labels.npy", "train/sources.json", "val/images.npy",
+        "val/labels.npy", "val/sources.json",
     ]
 
 

@@ -265,10 +265,38 @@ def test_with_a_test_split_the_metrics_are_tests_and_vals_sit_beside_them(setup,
                                         "--model", str(model), "--out", str(as_val), "--params", str(params),
                                         "--no-progress"]) == 0
     assert (out / "metrics.json").read_bytes() == (as_val / "metrics.json").read_bytes()
-    assert (out / "predictions.csv").read_bytes() == (as_val / "predictions.csv").read_bytes()
+    def without_sources(path):  # the rows name their split ("test#3", "val#3"): data without sources.json
+        return [row[:-1] for row in csv.reader(path.open())]
+
+    assert without_sources(out / "predictions.csv") == without_sources(as_val / "predictions.csv")
     # …and val's figures, the ones that chose the epoch, are what a run without a test split reports.
     assert (out / "val_metrics.json").read_bytes() == (evaluated / "metrics.json").read_bytes()
     assert (evaluated / "val_metrics.json").read_bytes() == (evaluated / "metrics.json").read_bytes()
     per_class = json.loads((out / "per_class.json").read_text())
     assert per_class["split"] == "test" and per_class["num_images"] == 20
     assert json.loads((evaluated / "per_class.json").read_text())["split"] == "val"
+
+
+# ------------------------------------------------------------------------------ every prediction's file
+def test_every_prediction_mistake_and_confused_pair_names_its_file(setup, tmp_path):
+    root, prepared, model, params = setup
+    import shutil
+
+    from tinyclf.data import arrays
+
+    data = shutil.copytree(prepared, tmp_path / "prepared")
+    sources = [f"photos/val/class {i % 4}/IMG, {i}.jpg" for i in range(24)]  # a comma: CSV must quote it
+    arrays.write_sources(data, "val", sources)
+    out = tmp_path / "evaluate"
+    assert load_stage("evaluate").main(["--data", str(data), "--model", str(model), "--out", str(out),
+                                        "--params", str(params), "--no-progress"]) == 0
+    rows = read_predictions(out / "predictions.csv")
+    assert [row["source"] for row in rows] == sources
+    per_class = json.loads((out / "per_class.json").read_text())
+    for mistake in per_class["misclassified"]:
+        row = rows[mistake["index"]]
+        assert mistake["source"] == row["source"] and mistake["predicted"] == int(row["predicted"]) != mistake["true"]
+    for pair in per_class["confused_pairs"]:
+        examples = [r["source"] for r in rows if (int(r["true"]), int(r["predicted"])) == (pair["true"], pair["predicted"])]
+        assert pair["examples"] == examples[:3]
+    assert per_class["misclassified"] and per_class["confused_pairs"]

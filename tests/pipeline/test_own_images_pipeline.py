@@ -102,6 +102,23 @@ def test_predict_with_the_folder_model_uses_its_names_and_both_backends_agree(pi
     assert len(answers["models/model.pt"]) == len(photos)
 
 
+def test_every_prediction_names_its_file_and_predict_on_that_file_agrees(pipeline):
+    """predictions.csv's `source` is the photo's path in the folder: `tinyclf predict` on each of those
+    files gives the row's top-1."""
+    import csv
+
+    repo, env, spec, _ = pipeline
+    with (repo / "results/evaluate/predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == CLASSES * TEST_PER_CLASS and all(row["source"].startswith("test/") for row in rows)
+    ids = [c["id"] for c in json.loads((repo / "data/prepared/classes.json").read_text())["classes"]]
+    out = run(["tinyclf", "predict", "models/model.pt", *[str(spec.root / row["source"]) for row in rows],
+               "--format", "json"], repo, env)
+    answers = json.loads(out.stdout)
+    assert [a["top_k"][0]["id"] for a in answers] == [ids[int(row["predicted"])] for row in rows]
+    assert [ids[int(row["true"])] for row in rows] == [row["source"].split("/")[1] for row in rows]
+
+
 def test_the_demo_serves_the_folder_model_with_its_names(pipeline, tmp_path):
     """`tinyclf demo` run in the repo with its defaults (models/model.pt, data/prepared, the evaluate
     metrics) serves the model trained on the user's photos: gradio_client gets `tinyclf predict`'s

@@ -38,6 +38,9 @@ TEST_SPLIT = "test"
 ALL_SPLITS = SPLITS + (TEST_SPLIT,)
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
+# Where each row came from, one string per row: the member path in the archive or folder, or
+# "<batch>#<row>" for a CIFAR batch (`data_batch_3#1234`). Absent in directories prepared before it existed.
+SOURCES_FILE = "sources.json"
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
 CONVERTED_KINDS = ("grayscale", "palette", "cmyk", "rgba", "16bit", "other")  # tinyclf.data.images.CONVERSIONS
@@ -237,6 +240,26 @@ def finish_images_file(images: ImagesFile, keep: np.ndarray | None = None) -> in
         os.fsync(out.fileno())
     os.replace(short, images.path)
     return kept
+
+
+def write_sources(prepared_dir: Path, split: str, sources: list[str]) -> None:
+    """<split>/sources.json: each row's source, in row order."""
+    _check_split(split)
+    atomic.write_json(Path(prepared_dir) / split / SOURCES_FILE, list(sources))
+
+
+def load_sources(prepared_dir: str | Path, split: str) -> list[str] | None:
+    """Each row's source (`SOURCES_FILE`), or None for data prepared before sources were recorded;
+    PreparedDataError when the file does not match the split's labels."""
+    _check_split(split)
+    path = Path(prepared_dir) / split / SOURCES_FILE
+    if not path.is_file():
+        return None
+    sources = _load_json(path)
+    count = len(np.load(Path(prepared_dir) / split / LABELS_FILE, allow_pickle=False))
+    if not isinstance(sources, list) or len(sources) != count:
+        raise PreparedDataError(f"{path}: expected a list of {count} sources, one per image; run preprocess again")
+    return sources
 
 
 def write_labels(prepared_dir: Path, split: str, labels: np.ndarray) -> None:

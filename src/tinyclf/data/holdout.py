@@ -61,4 +61,5 @@ def _subset(split: MemberSplit | ArraySplit, keep: np.ndarray) -> MemberSplit | 
         mask = keep[start:start + len(labels)]
         batches.append((pixels[mask], labels[mask]))
         start += len(labels)
-    return ArraySplit(batches)
+    sources = None if split.sources is None else [s for s, k in zip(split.sources, keep) if k]
+    return ArraySplit(batches, sources)

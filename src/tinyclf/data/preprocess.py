@@ -153,9 +153,12 @@ def _write_splits(data: FormatData, output: SplitOutput, pool: DecodePool | None
         split, split_moments = data.splits[name], moments if name == "train" else None
         if isinstance(split, ArraySplit):
             results[name] = _copy_pixels(name, split, output, split_moments)
+            sources = split.sources or [f"{name}#{row}" for row in range(split.count)]
         else:
             labels = np.asarray(split.labels, dtype=np.int64)
             results[name] = decode_split(pool, name, split.members, labels, output, split_moments)
+            sources = results[name].kept_names  # the members decoded, in row order (skipped ones left out)
+        arrays.write_sources(output.out_dir, name, sources)
     return results
 
 

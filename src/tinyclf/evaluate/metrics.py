@@ -1,6 +1,6 @@
 """What the evaluate stage computes from the model's outputs, without I/O: top-1/top-5, loss, mean
-per-class accuracy, expected calibration error, the confusion matrix, the most confused pairs,
-the per-class table and the predictions CSV.
+per-class accuracy, expected calibration error, the confusion matrix, the most confused pairs
+(with example files), the per-class table and the predictions CSV (with each image's file).
 
 Floats are rounded (`DECIMALS`) so that last-bit noise (another BLAS thread count, say) does not
 change the bytes DVC hashes.
@@ -8,6 +8,7 @@ change the bytes DVC hashes.
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ DECIMALS = 6
 
 
 TOPK = 5
+EXAMPLES_PER_PAIR = 3  # sources listed for each confused pair in per_class.json
 
 
 @dataclass
@@ -94,6 +96,16 @@ def most_confused_pairs(confusion: np.ndarray, limit: int) -> list[dict]:
     return [{"true": t, "predicted": p, "count": int(off[t, p])} for t, p in order[:limit]]
 
 
+def pair_examples(pairs: list[dict], labels: np.ndarray, predicted: np.ndarray, sources: list[str],
+                  per_pair: int = EXAMPLES_PER_PAIR) -> list[dict]:
+    """`pairs` with "examples": the sources of the first `per_pair` images (in split order) of each pair."""
+    out = []
+    for pair in pairs:
+        rows = np.flatnonzero((labels == pair["true"]) & (predicted == pair["predicted"]))[:per_pair]
+        out.append({**pair, "examples": [sources[i] for i in rows]})
+    return out
+
+
 def per_class_table(confusion: np.ndarray, classes: list[dict]) -> list[dict]:
     counts = confusion.sum(axis=1)
     rows = []
@@ -106,12 +118,22 @@ def per_class_table(confusion: np.ndarray, classes: list[dict]) -> list[dict]:
     return rows
 
 
-def predictions_csv(topk: np.ndarray, labels: np.ndarray, confidence: np.ndarray) -> str:
+def predictions_csv(topk: np.ndarray, labels: np.ndarray, confidence: np.ndarray, sources: list[str]) -> str:
+    """One row per image: index,true,predicted,top5,confidence,source (the file it came from; quoted
+    when its name holds a comma or a quote, as CSV does)."""
     out = io.StringIO()
-    out.write("index,true,predicted,top5,confidence\n")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "true", "predicted", "top5", "confidence", "source"])
     for i in range(len(labels)):
-        out.write(f"{i},{labels[i]},{topk[i, 0]},{' '.join(map(str, topk[i]))},{confidence[i]:.{DECIMALS}f}\n")
+        writer.writerow([i, labels[i], topk[i, 0], " ".join(map(str, topk[i])), f"{confidence[i]:.{DECIMALS}f}",
+                         sources[i]])
     return out.getvalue()
+
+
+def mistake_records(summary: Summary, labels: np.ndarray, picks: np.ndarray, sources: list[str]) -> list[dict]:
+    """per_class.json's `misclassified`: each picked row's index, file, true and predicted class, confidence."""
+    return [{"index": int(i), "source": sources[i], "true": int(labels[i]), "predicted": int(summary.topk[i, 0]),
+             "confidence": _round(summary.confidence[i])} for i in picks]
 
 
 def misclassified(summary: Summary, labels: np.ndarray, limit: int) -> np.ndarray:

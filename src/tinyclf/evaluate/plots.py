@@ -131,13 +131,24 @@ def confused_pairs(pairs: Sequence[dict], names: Sequence[str]) -> Figure:
     return fig
 
 
+GRID_COLUMNS = 6  # images per row of the misclassified grid
+
+
+def source_file_name(source: str) -> str:
+    """The file part of a source ("…/images/n01443537_12.JPEG" -> "n01443537_12.JPEG"; "data_batch_3#12" stays)."""
+    return source.rsplit("/", 1)[-1]
+
+
 def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
-                       confidence: Sequence[float], names: Sequence[str], *, columns: int = 6) -> Figure:
-    """A grid of misclassified images (N×H×W×3 uint8) titled with true and predicted names."""
+                       confidence: Sequence[float], names: Sequence[str], *, sources: Sequence[str] | None = None,
+                       split: str = "validation") -> Figure:
+    """A grid of misclassified images (N×H×W×3 uint8) titled with true and predicted names and, given
+    `sources`, each image's file name."""
     n = len(images)
-    cols = max(1, min(columns, n))
+    cols = max(1, min(GRID_COLUMNS, n))
     rows = max(1, -(-n // cols))
-    fig = new_figure(1.9 * cols, 2.15 * rows + 0.4)
+    title_lines = 3 if sources is not None else 2
+    fig = new_figure(1.9 * cols, (1.85 + 0.15 * title_lines) * rows + 0.4)
     if n == 0:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", transform=ax.transAxes)
@@ -146,13 +157,14 @@ def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Seque
         ax = fig.add_subplot(rows, cols, slot + 1)
         ax.imshow(images[slot], interpolation="nearest")
         ax.set_axis_off()
+        file = f"\n{short_name(source_file_name(sources[slot]), 20)}" if sources is not None else ""
         ax.set_title(
             f"true: {short_name(names[true[slot]], 16)}\npred: {short_name(names[predicted[slot]], 16)}"
-            f" ({confidence[slot] * 100:.0f}%)",
+            f" ({confidence[slot] * 100:.0f}%){file}",
             fontsize=7,
         )
-    fig.suptitle("Misclassified validation images, most confident mistakes first", fontsize=10)
+    fig.suptitle(f"Misclassified {split} images, most confident mistakes first", fontsize=10)
     # Fixed margins rather than tight_layout: measuring dozens of titled axes is slow and buys nothing here.
     top = 1 - 0.75 / fig.get_figheight()  # room for the suptitle and the first row's titles
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.1, hspace=0.35)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.1, hspace=0.175 * title_lines)
     return fig

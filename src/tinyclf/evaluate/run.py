@@ -11,9 +11,11 @@ choosing. Outputs (docs/architecture.md):
                    give the same bytes
 - val_metrics.json the same five figures on the val split (equal to metrics.json without a test split)
 - speed.json       images_per_s, seconds, device — timing lives apart from metrics.json
-- predictions.csv  index,true,predicted,top5,confidence — enough to recount every metric
+- predictions.csv  index,true,predicted,top5,confidence,source — enough to recount every metric, and
+                   the file each image came from (`tinyclf.data.arrays.SOURCES_FILE`)
 - per_class.json   what was evaluated (dataset, generated, split, num_images, tta_flip), per-class
-                   count/correct/accuracy with ids and names, and the confused pairs
+                   count/correct/accuracy with ids and names, the confused pairs with example files,
+                   and the misclassified images of the grid with their files
 - plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -35,8 +38,8 @@ from tinyclf.data import arrays
 from tinyclf.environment import device_description
 from tinyclf.errors import TinyclfError
 from tinyclf.evaluate import plots
-from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, most_confused_pairs, per_class_table,
-                                      predictions_csv, summarize_predictions)
+from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, mistake_records, most_confused_pairs,
+                                      pair_examples, per_class_table, predictions_csv, summarize_predictions)
 from tinyclf.evaluate.png import save_png
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.loader import LoaderSpeed, make_loader
@@ -145,15 +148,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     Returns {"metrics": …, "speed": …}.
     """
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    classes = arrays.load_classes(prepared_dir)
-    stats = arrays.load_stats(prepared_dir)
-    split = arrays.TEST_SPLIT if arrays.has_test_split(stats) else "val"
-    images, _ = arrays.load_split(prepared_dir, split)
-    model, meta = load_model_file(model_path)
-    check_compatible(meta, classes, stats, images.shape, split)
-    if split != "val":
-        check_compatible(meta, classes, stats, arrays.load_split(prepared_dir, "val")[0].shape, "val")
-
+    classes, split, images, model, meta = _read_inputs(prepared_dir, Path(model_path))
     device = device or default_device()
     # Deterministic kernels: the same model and data give the same metrics.json bytes.
     torch.backends.cudnn.benchmark = False
@@ -168,7 +163,14 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
         "device": device_description(device),
     }
     names = [c["name"] for c in classes["classes"]]
-    pairs = most_confused_pairs(summary.confusion, evaluate_params.confused_pairs)
+    # Data prepared before sources were recorded names its rows by split and index.
+    sources = arrays.load_sources(prepared_dir, split) or [f"{split}#{i}" for i in range(len(pred.labels))]
+    predicted = summary.topk[:, 0]
+    pairs = pair_examples(most_confused_pairs(summary.confusion, evaluate_params.confused_pairs), pred.labels,
+                          predicted, sources)
+    picks = misclassified(summary, pred.labels, evaluate_params.misclassified_examples)
+    grid = MistakeGrid(np.asarray(images[picks]), picks, [sources[i] for i in picks],
+                       "test" if split == arrays.TEST_SPLIT else "validation")
     per_class = {
         # What was evaluated: facts of the run, kept out of metrics.json, which holds only what runs
         # are compared by.
@@ -180,11 +182,13 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
         "classes": per_class_table(summary.confusion, classes["classes"]),
         "confused_pairs": [{**p, "true_name": names[p["true"]], "predicted_name": names[p["predicted"]]}
                            for p in pairs],
+        "misclassified": mistake_records(summary, pred.labels, picks, sources),
     }
 
-    atomic.write_text(out_dir / "predictions.csv", predictions_csv(summary.topk, pred.labels, summary.confidence))
+    atomic.write_text(out_dir / "predictions.csv",
+                      predictions_csv(summary.topk, pred.labels, summary.confidence, sources))
     atomic.write_json(out_dir / "per_class.json", per_class)
-    _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, images, evaluate_params.misclassified_examples)
+    _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, grid)
     atomic.write_json(out_dir / "speed.json", speed)
     atomic.write_json(out_dir / "val_metrics.json", val_metrics, sort_keys=False)
     atomic.write_json(out_dir / "metrics.json", metrics, sort_keys=False)
@@ -207,16 +211,40 @@ class _Measure:
         return pred, summarize_predictions(pred, self.num_classes, ece_bins=self.params.ece_bins)
 
 
+def _read_inputs(prepared_dir: Path, model_path: Path):
+    """(classes, the split to evaluate, its images, model, meta), checked to fit together."""
+    classes = arrays.load_classes(prepared_dir)
+    stats = arrays.load_stats(prepared_dir)
+    split = arrays.TEST_SPLIT if arrays.has_test_split(stats) else "val"
+    images, _ = arrays.load_split(prepared_dir, split)
+    model, meta = load_model_file(model_path)
+    check_compatible(meta, classes, stats, images.shape, split)
+    if split != "val":
+        check_compatible(meta, classes, stats, arrays.load_split(prepared_dir, "val")[0].shape, "val")
+    return classes, split, images, model, meta
+
+
+@dataclass(frozen=True)
+class MistakeGrid:
+    """The misclassified images the grid shows: their stored pixels, rows, sources, the split's name."""
+
+    images: np.ndarray
+    picks: np.ndarray
+    sources: list[str]
+    split_name: str
+
+
 def _write_plots(plot_dir: Path, summary: Summary, labels: np.ndarray, pairs: list[dict], names: list[str],
-                 images: np.ndarray, misclassified_examples: int) -> None:
+                 grid: MistakeGrid) -> None:
     counts = summary.confusion.sum(axis=1)
     accuracy = np.divide(np.diag(summary.confusion), counts, out=np.zeros(len(counts)), where=counts > 0)
     save_png(plots.per_class_accuracy(accuracy, names), plot_dir / "per_class_accuracy.png")
     save_png(plots.confusion_matrix(summary.confusion, names), plot_dir / "confusion_matrix.png")
     save_png(plots.confused_pairs(pairs, names), plot_dir / "confused_pairs.png")
-    picks = misclassified(summary, labels, misclassified_examples)
-    grid = plots.misclassified_grid(
-        np.asarray(images[picks]),  # the stored uint8 pixels, not the normalized model input
+    picks = grid.picks
+    figure = plots.misclassified_grid(
+        grid.images,  # the stored uint8 pixels, not the normalized model input
         labels[picks].tolist(), summary.topk[picks, 0].tolist(), summary.confidence[picks].tolist(), names,
+        sources=grid.sources, split=grid.split_name,
     )
-    save_png(grid, plot_dir / "misclassified.png")
+    save_png(figure, plot_dir / "misclassified.png")

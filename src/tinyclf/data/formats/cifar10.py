@@ -45,7 +45,8 @@ def read(archive: Path, options: PrepareOptions) -> FormatData:
     splits = {}
     for split, members in (("train", TRAIN_BATCHES), ("val", VAL_BATCHES)):
         batches = [batch(found[base][1], found[base][0], archive, "labels", len(names)) for base in members]
-        splits[split] = ArraySplit(batches)
+        sources = [f"{base}#{row}" for base, (_, labels) in zip(members, batches) for row in range(len(labels))]
+        splits[split] = ArraySplit(batches, sources)
     # Ids and readable names are both the label name, e.g. ("airplane", "airplane").
     return FormatData(classes=[(n, n) for n in names], splits=splits)
 

@@ -78,7 +78,7 @@ def read(archive: Path, options: PrepareOptions) -> FormatData:
         member, obj = found[base]
         images, labels = batch(obj, member, archive, "fine_labels", len(fine))
         _, coarse_labels = batch(obj, member, archive, "coarse_labels", len(coarse))
-        splits[split] = ArraySplit([(images, labels)])
+        splits[split] = ArraySplit([(images, labels)], [f"{base}#{row}" for row in range(len(labels))])
         pairs.append((member, labels, coarse_labels))
     return FormatData(classes=[(n, n) for n in fine], splits=splits, groups=coarse,
                       class_groups=_superclass_of_each_class(archive, fine, pairs))

@@ -73,6 +73,7 @@ class ArraySplit:
     """A split whose images are already pixels (CIFAR's pickled batches), copied by preprocess."""
 
     batches: list[tuple[np.ndarray, np.ndarray]]  # (uint8 N×H×W×3, possibly a view; int64 labels N)
+    sources: list[str] | None = None  # each image's source, in order: "<batch file>#<row in it>"
 
     @property
     def count(self) -> int:

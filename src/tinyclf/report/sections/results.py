@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from tinyclf.report.facts import metrics_table
 from tinyclf.report.inputs import Inputs
-from tinyclf.report.markdown import pct
+from tinyclf.report.markdown import md_table, pct
 from tinyclf.report.reference import comparability_note, reference_text, reference_verdict
 
+MISTAKES_LISTED = 10  # files of the most confident mistakes listed under the figures
 FIGURES = (("Per-class accuracy", "per_class_accuracy.png"), ("Most confused pairs", "confused_pairs.png"),
            ("Confusion matrix", "confusion_matrix.png"), ("Misclassified examples", "misclassified.png"))
 
@@ -39,5 +40,17 @@ def results_section(inputs: Inputs, plots_rel: str) -> str:
         lines += ["", f"_{note}_"]
     for title, file in FIGURES:
         lines += ["", f"![{title}]({plots_rel}/{file})"]
+    lines += mistakes_lines(inputs)
     return "\n".join(lines) + "\n"
+
+
+def mistakes_lines(inputs: Inputs) -> list[str]:
+    """The most confident mistakes by file (per_class.json `misclassified`), so each can be opened."""
+    shown = inputs.per_class.get("misclassified", [])[:MISTAKES_LISTED]
+    if not shown:
+        return []
+    names = [c["name"] for c in inputs.classes["classes"]]
+    rows = [[f"`{m['source']}`", names[m["true"]], names[m["predicted"]], pct(m["confidence"])] for m in shown]
+    return ["", f"The {len(shown)} most confident mistakes, by file (`results/evaluate/predictions.csv` has every "
+                "image's):", "", md_table(["file", "true", "predicted", "confidence"], rows).rstrip("\n")]
 
