@@ -61,7 +61,7 @@ def test_writes_every_output(evaluated):
     # metrics.json holds what runs are compared by, in the order `dvc exp show` shows it; the facts of
     # the run (what was evaluated) are in per_class.json.
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece"]
+    assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece", "macro_f1"]
     evaluated_facts = json.loads((evaluated / "per_class.json").read_text())
     assert evaluated_facts["generated"] is True and evaluated_facts["tta_flip"] is False
     speed = json.loads((evaluated / "speed.json").read_text())
@@ -300,3 +300,49 @@ def test_every_prediction_mistake_and_confused_pair_names_its_file(setup, tmp_pa
         examples = [r["source"] for r in rows if (int(r["true"]), int(r["predicted"])) == (pair["true"], pair["predicted"])]
         assert pair["examples"] == examples[:3]
     assert per_class["misclassified"] and per_class["confused_pairs"]
+
+
+# ------------------------------------------------------------------------------ precision, recall, F1
+def test_precision_recall_and_f1_are_scikit_learns(setup, tmp_path):
+    """Per class and macro-averaged, against scikit-learn's classification_report on the stage's own
+    predictions (the untrained model never predicts some classes: they have no precision)."""
+    from sklearn.metrics import classification_report
+
+    root, prepared, model, params = setup
+    out = tmp_path / "evaluate"
+    assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(model), "--out", str(out),
+                                        "--params", str(params), "--no-progress"]) == 0
+    rows = read_predictions(out / "predictions.csv")
+    true = [int(r["true"]) for r in rows]
+    predicted = [int(r["predicted"]) for r in rows]
+    per_class = json.loads((out / "per_class.json").read_text())["classes"]
+    reference = classification_report(true, predicted, labels=list(range(len(per_class))), output_dict=True,
+                                      zero_division=math.nan)
+    assert len(set(predicted)) < len(per_class), "some class should never be predicted, to test that case"
+    for entry in per_class:
+        expected = reference[str(entry["index"])]
+        for ours, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            if math.isnan(expected[theirs]):
+                assert entry[ours] is None, (entry, expected)
+            else:
+                assert entry[ours] == pytest.approx(expected[theirs], abs=1e-6), (entry, expected)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["macro_f1"] == pytest.approx(reference["macro avg"]["f1-score"], abs=1e-6)
+
+
+def test_a_class_without_images_has_no_recall_and_stays_out_of_macro_f1():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    from tinyclf.evaluate.metrics import precision_recall_f1
+
+    true = np.array([0, 0, 1, 1, 1, 3, 3])  # class 2 has no image; class 3 is never predicted
+    predicted = np.array([0, 1, 1, 1, 2, 0, 1])
+    confusion = np.bincount(true * 4 + predicted, minlength=16).reshape(4, 4)
+    precision, recall, f1 = precision_recall_f1(confusion)
+    labels = [0, 1, 2, 3]
+    for ours, theirs in ((precision, precision_score), (recall, recall_score), (f1, f1_score)):
+        reference = theirs(true, predicted, labels=labels, average=None, zero_division=np.nan)
+        assert np.allclose(ours, reference, equal_nan=True, atol=1e-12), (ours, reference)
+    assert np.isnan(recall[2]) and np.isnan(precision[3]) and f1[2] == 0.0 and f1[3] == 0.0
+    assert np.nanmean(f1) == pytest.approx(f1_score(true, predicted, labels=labels, average="macro",
+                                                    zero_division=np.nan))

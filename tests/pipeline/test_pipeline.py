@@ -201,7 +201,7 @@ def test_a_queued_grid_runs_every_combination(sweep):
     repo, env, runs = sweep
     for name, (rev, _, _) in runs.items():
         metrics = json.loads(run(["git", "show", f"{rev}:results/evaluate/metrics.json"], repo, env).stdout)
-        assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece"], name
+        assert list(metrics) == ["top1", "top5", "mean_class_accuracy", "loss", "ece", "macro_f1"], name
 
 
 def test_compare_ranks_the_runs_by_top1_with_the_params_that_differ(sweep, tmp_path):

@@ -67,10 +67,26 @@ def noisy_prepared(tmp_path_factory):
     return prepared
 
 
-def test_patience_stops_an_overfitting_run_and_keeps_its_best_epoch(tmp_path, noisy_prepared):
-    out = tmp_path / "run"
-    result = run_training(params_from_dict(shrunk_params(**OVERFIT)), noisy_prepared, out / "model.pt",
-                          out / "live", out / "ck", progress_bar=False)
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory, noisy_prepared):
+    """The uninterrupted run: what the patience test checks and the interrupted run must reproduce. One
+    torch thread, as the stage process gets (OMP_NUM_THREADS=1): float sums follow the thread count."""
+    out = tmp_path_factory.mktemp("overfit") / "run"
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        try:
+            result = run_training(params_from_dict(shrunk_params(**OVERFIT)), noisy_prepared, out / "model.pt",
+                                  out / "live", out / "ck", progress_bar=False)
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(False)
+    return out, result
+
+
+def test_patience_stops_an_overfitting_run_and_keeps_its_best_epoch(overfit_run, noisy_prepared):
+    out, result = overfit_run
     history = val_history(out / "live")
     assert len(history) == result["epochs"] < 40, "patience 3 should stop a 40-epoch run on noisy labels"
     best = int(np.argmax(history))  # the first epoch that reached the maximum
@@ -102,11 +118,9 @@ def test_keep_last_keeps_the_last_epoch(tmp_path, noisy_prepared):
     assert val_top1_of_model_file(out / "model.pt", noisy_prepared) == history[-1]
 
 
-def test_kill_9_in_a_patience_window_then_resume_gives_the_same_bytes(tmp_path, noisy_prepared):
+def test_kill_9_in_a_patience_window_then_resume_gives_the_same_bytes(tmp_path, noisy_prepared, overfit_run):
     tree = shrunk_params(**OVERFIT)
-    ref = tmp_path / "ref"
-    run_training(params_from_dict(tree), noisy_prepared, ref / "model.pt", ref / "live", ref / "ck",
-                 progress_bar=False)
+    ref, _ = overfit_run
 
     out = tmp_path / "resumed"
     ck = out / "ck" / "last.pt"

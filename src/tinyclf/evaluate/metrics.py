@@ -83,8 +83,29 @@ def summarize_predictions(pred: Predictions, num_classes: int, *, ece_bins: int)
         "mean_class_accuracy": _round(class_acc.mean()),
         "loss": _round(loss),
         "ece": _round(expected_calibration_error(confidence, correct.astype(np.float64), ece_bins)),
+        # Classes weigh alike, whatever their size; a class with neither images nor predictions has no
+        # F1 and is left out (every image's true class has one, so some class always does).
+        "macro_f1": _round(np.nanmean(precision_recall_f1(confusion)[2])),
     }
     return Summary(topk=topk, confidence=confidence, confusion=confusion, metrics=metrics)
+
+
+def precision_recall_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, from the confusion matrix (rows true, columns predicted): precision tp/(tp+fp), recall
+    tp/(tp+fn) and F1 2tp/(2tp+fp+fn), NaN where undefined (no prediction of the class, no image of
+    it, neither): scikit-learn's definitions with zero_division=nan."""
+    tp = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        recall = np.where(actual > 0, tp / actual, np.nan)
+        denominator = predicted + actual  # 2tp + fp + fn
+        f1 = np.where(denominator > 0, 2 * tp / denominator, np.nan)
+    return precision, recall, f1
+
+
+def _round_or_none(x: float) -> float | None:
+    return None if np.isnan(x) else _round(x)
 
 
 def most_confused_pairs(confusion: np.ndarray, limit: int) -> list[dict]:
@@ -107,14 +128,17 @@ def pair_examples(pairs: list[dict], labels: np.ndarray, predicted: np.ndarray, 
 
 
 def per_class_table(confusion: np.ndarray, classes: list[dict]) -> list[dict]:
+    """Per class: images, correct, accuracy (= recall), precision, recall and F1 (None where undefined)."""
     counts = confusion.sum(axis=1)
+    precision, recall, f1 = precision_recall_f1(confusion)
     rows = []
     for c in classes:
         i = c["index"]
         n = int(counts[i])
         correct = int(confusion[i, i])
         rows.append({"index": i, "id": c["id"], "name": c["name"], "count": n, "correct": correct,
-                     "accuracy": _round(correct / n) if n else None})
+                     "accuracy": _round(correct / n) if n else None, "precision": _round_or_none(precision[i]),
+                     "recall": _round_or_none(recall[i]), "f1": _round_or_none(f1[i])})
     return rows
 
 

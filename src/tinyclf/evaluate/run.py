@@ -6,10 +6,10 @@ are exact. With a test split, val is measured too, for val_metrics.json only: va
 (and, across a sweep, the run), so its figures read high; the test split was never used for
 choosing. Outputs (docs/architecture.md):
 
-- metrics.json     top1, top5, mean_class_accuracy, loss, ece of the evaluated split — what runs are
+- metrics.json     top1, top5, mean_class_accuracy, loss, ece, macro_f1 of the evaluated split — what runs are
                    compared by (the DVC metric), rounded and free of timing: the same model and data
                    give the same bytes
-- val_metrics.json the same five figures on the val split (equal to metrics.json without a test split)
+- val_metrics.json the same figures on the val split (equal to metrics.json without a test split)
 - speed.json       images_per_s, seconds, device — timing lives apart from metrics.json
 - predictions.csv  index,true,predicted,top5,confidence,source — enough to recount every metric, and
                    the file each image came from (`tinyclf.data.arrays.SOURCES_FILE`)

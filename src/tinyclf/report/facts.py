@@ -28,6 +28,8 @@ def metrics_table(metrics: dict, num_classes: int | None = None, val_metrics: di
         top5 += f" (top-{num_classes})"
     rows = [("top-1 accuracy", "top1", pct), (top5, "top5", pct), ("mean per-class accuracy", "mean_class_accuracy", pct),
             ("cross-entropy loss", "loss", lambda v: f"{v:.4f}"), ("expected calibration error", "ece", lambda v: f"{v:.4f}")]
+    if "macro_f1" in metrics:  # absent from metrics of an older evaluate stage
+        rows.insert(3, ("macro-F1", "macro_f1", lambda v: f"{v:.4f}"))
     columns = [metrics] if val_metrics is None else [metrics, val_metrics]
     header = ["metric", "value"] if val_metrics is None else ["metric", "test", "val (chose the epoch)"]
     return md_table(header, [[name] + [fmt(c[key]) for c in columns] for name, key, fmt in rows]).rstrip("\n")
