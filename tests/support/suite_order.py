@@ -19,4 +19,5 @@ LONGEST_MODULES = (  # seconds on 2026-12-07 (Intel Xeon, 2 cores), summed from 
     "tests/train/test_resume.py",  # 31
     "tests/train/test_multinode.py",  # 30
     "tests/commands/test_cli.py",  # 27
+    "tests/train/test_selection.py",  # 12 on 2026-12-07 (AMD): the patience run and its kill -9 replay
 )

@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluated = json.loads((out / "results/evaluate/per_class.json").read_text())
     print()
     print(f"quickstart: all six stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
-    print(f"  val top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {evaluated['num_images']} images")
+    split = evaluated.get("split", "val")
+    print(f"  {split} top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {evaluated['num_images']} {split} "
+          "images" + (" (val chose the epoch kept)" if split == "test" else ""))
     print(f"  report:      {OUT_DIR}/results/summary/report.md")
     print(f"  model card:  {OUT_DIR}/results/summary/model_card.md")
     print("  compare:     tinyclf compare   (or dvc exp show)   its outputs in the workspace: "

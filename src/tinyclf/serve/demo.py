@@ -60,18 +60,27 @@ def _parser() -> ArgumentParser:
 
 # ------------------------------------------------------------------------------ facts and examples
 def model_facts(predictor: Predictor, metrics_path: str | Path | None) -> dict:
-    """The predictor's facts plus the validation top-1/top-5 from the evaluate stage's metrics
-    (None when there is no such file)."""
-    facts = dict(predictor.facts, val_top1=None, val_top5=None)
+    """The predictor's facts plus the top-1/top-5 from the evaluate stage's metrics (None when there is
+    no such file) and the split they measure (`evaluated_split`: test or val, from the per_class.json
+    beside them; val when it is absent)."""
+    facts = dict(predictor.facts, val_top1=None, val_top5=None, evaluated_split="val")
     path = Path(metrics_path) if metrics_path else None
     if path is None or not path.is_file():
         return facts
     try:
         metrics = json.loads(path.read_text())
         facts.update(val_top1=float(metrics["top1"]), val_top5=float(metrics["top5"]))
-    except (ValueError, KeyError, TypeError) as exc:
+        evaluated = path.with_name("per_class.json")
+        if evaluated.is_file():
+            facts["evaluated_split"] = str(json.loads(evaluated.read_text()).get("split", "val"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DemoError(f"{path}: not the evaluate stage's metrics ({exc})") from None
     return facts
+
+
+def split_title(facts: dict) -> str:
+    """"test" or "validation": what the shown accuracy was measured on."""
+    return "test" if facts.get("evaluated_split") == "test" else "validation"
 
 
 def pick_examples(labels: np.ndarray, count: int) -> list[int]:
@@ -171,7 +180,8 @@ def run(args) -> None:
         examples = write_examples(load_examples(args.examples, args.num_examples, class_ids), example_dir)
         app = build_app(predictor, facts, examples)
         url = serve(app, args.host, args.port)
-        accuracy = "not evaluated" if facts["val_top1"] is None else f"val top-1 {facts['val_top1']:.1%}"
+        accuracy = ("not evaluated" if facts["val_top1"] is None
+                    else f"{split_title(facts)} top-1 {facts['val_top1']:.1%}")
         print(f"{PROG}: {args.model} ({facts['model']}, {predictor.backend}, {accuracy}"
               f"{', trained on GENERATED data' if facts['generated'] else ''}), {len(examples)} examples")
         print(f"{PROG}: open {url} (Ctrl-C stops it)", flush=True)

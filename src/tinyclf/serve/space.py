@@ -94,7 +94,7 @@ image, and see its top-5 classes with their probabilities.{generated}
 |---|---|
 | architecture | {facts['model']} ({facts['parameters']:,} parameters) |
 | trained on | {facts['dataset']}{' (GENERATED)' if facts['generated'] else ''}, {facts['num_classes']} classes, {facts['image_size']}×{facts['image_size']} px |
-| validation top-1 | {top1} |
+| {'test' if facts.get('evaluated_split') == 'test' else 'validation'} top-1 | {top1} |
 | runtime | onnxruntime on CPU (model.onnx, {size_mb:.1f} MB); no torch |
 
 The same answer as JSON: `gradio_client.Client("<your-name>/<space-name>").predict(handle_file("a.jpg"), api_name="/predict")`.

@@ -124,7 +124,8 @@ def facts_html(facts: dict) -> str:
     rows = [("architecture", facts["model"]), ("parameters", f"{facts['parameters']:,}"),
             ("trained on", f"{facts['dataset']}{' (GENERATED)' if facts['generated'] else ''}"),
             ("classes", f"{facts['num_classes']}"), ("input", f"{facts['image_size']}×{facts['image_size']} px RGB"),
-            ("validation accuracy", accuracy), ("runs on", facts.get("backend", "?"))]
+            (f"{'test' if facts.get('evaluated_split') == 'test' else 'validation'} accuracy", accuracy),
+            ("runs on", facts.get("backend", "?"))]
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
                     f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table id="model-facts">{table}</table>'
