@@ -69,3 +69,26 @@ def test_training_statistics_come_from_the_train_split_only(tmp_path):
 @pytest.mark.parametrize("share, n, expected", [(0.2, 10, 2), (0.2, 2, 1), (0.2, 1, 0), (0.0, 10, 0), (0.9, 5, 4)])
 def test_a_held_out_share_takes_at_least_one_and_never_all(share, n, expected):
     assert held_out_count(share, n) == expected
+
+
+def test_an_image_in_two_splits_is_named_by_both_files(tmp_path, capsys):
+    """A val JPEG that is a byte copy of a train JPEG (as happens in scraped datasets): with val kept as
+    test by val_from_train, preprocess names the pair in stats.json and on stderr."""
+    import zipfile
+
+    archive = write_archive("tiny-imagenet", tmp_path / "raw" / "clean.zip", num_classes=3, train_per_class=6,
+                            val_per_class=2, test_images=1, seed=3)
+    copied = tmp_path / "raw" / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(copied, "w") as dst:
+        names = src.namelist()
+        train_member = next(n for n in names if "/train/" in n and n.endswith(".JPEG"))
+        val_member = next(n for n in names if "/val/images/" in n)
+        for name in names:
+            dst.writestr(src.getinfo(name), src.read(train_member if name == val_member else name))
+    stats = prepare(copied, tmp_path / "prepared", "tiny-imagenet",
+                    PrepareOptions(workers=1, progress=False, val_from_train=0.2)).stats
+    duplicates = stats["duplicates_across_splits"]
+    assert duplicates["count"] == 1 and duplicates["first"] == [[train_member, val_member]]
+    assert "1 image(s) are pixel-identical to images of an earlier split" in capsys.readouterr().err
+    clean = prepare(archive, tmp_path / "clean", "tiny-imagenet", PrepareOptions(workers=1, progress=False)).stats
+    assert clean["duplicates_across_splits"] == {"count": 0, "first": []}

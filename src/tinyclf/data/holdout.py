@@ -6,11 +6,14 @@ file's split depends only on its own name and its class's size, never on the oth
   the official val set becomes the test split, and `share` of each train class becomes val. Tiny
   ImageNet's images are ranked by member name, CIFAR's by their position in the training batches
   (the official files never change, so neither does the draw).
+- `pixel_duplicates(prepared_dir)`: images that are pixel for pixel the same in two prepared splits
+  (by a hash of each row), named by their sources: a held-out image the model has trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +24,26 @@ def split_rank(seed: int, key: str) -> bytes:
     """The sort key that decides a file's split: a hash of the seed and its path inside its class folder
     (or, for an official archive, its member name or row)."""
     return hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+
+
+def pixel_duplicates(prepared_dir: Path, splits: list[str], sources: dict[str, list[str]]) -> list[list[str]]:
+    """[source in the earlier split, source in the later one] for every image of a later split (in
+    `splits` order) whose pixels equal an image of an earlier one; in row order."""
+    from tinyclf.data import arrays
+
+    first_seen: dict[bytes, str] = {}
+    pairs = []
+    for split in splits:
+        images, _ = arrays.load_split(prepared_dir, split)
+        seen_here: dict[bytes, str] = {}
+        for row in range(len(images)):
+            digest = hashlib.blake2b(images[row].tobytes(), digest_size=16).digest()
+            if digest in first_seen:
+                pairs.append([first_seen[digest], sources[split][row]])
+            seen_here.setdefault(digest, sources[split][row])
+        for digest, source in seen_here.items():
+            first_seen.setdefault(digest, source)
+    return pairs
 
 
 def held_out_count(share: float, n: int) -> int:

@@ -32,9 +32,12 @@ from tinyclf.data import arrays
 from tinyclf.data.decode_pool import DecodePool, SplitOutput, SplitResult, available_cores, decode_split, split_stats
 from tinyclf.data.formats import registry
 from tinyclf.data.formats.contract import ArraySplit, DecodeRule, FormatData, PrepareOptions
-from tinyclf.data.holdout import carve_val_from_train
+from tinyclf.data.holdout import carve_val_from_train, pixel_duplicates
 from tinyclf.data.images import resize_square
 from tinyclf.errors import PrepareError
+
+
+DUPLICATES_LISTED = 20  # pairs of pixel-identical images stats.json names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,13 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
         output = SplitOutput(tmp, size, len(data.classes), options.on_corrupt, options.progress,
                              fail=lambda member, reason: _member_error(archive, data.member_prefix, member, reason))
         moments = arrays.ChannelMoments()
-        results = _write_splits(data, output, pool, moments)
+        results, sources = _write_splits(data, output, pool, moments)
         generated = is_generated(archive, fmt)
         mean, std = moments.mean_std()
         stats = {"dataset": dataset, "generated": generated, "image_size": [size, size], "mean": mean, "std": std,
                  "splits": {split: result.stats for split, result in results.items()},
                  **({"holdout": holdout} if holdout else {}),
+                 **({} if fmt.own_images else _official_duplicates(tmp, sources, archive)),
                  **(data.finish(results) if data.finish else {})}
         arrays.write_classes(tmp, dataset=dataset, generated=generated, classes=data.classes,
                              groups=data.groups, class_groups=data.class_groups)
@@ -146,9 +150,10 @@ def _decode_pool(archive: Path, options: PrepareOptions, rule: DecodeRule | None
 
 
 def _write_splits(data: FormatData, output: SplitOutput, pool: DecodePool | None,
-                  moments: arrays.ChannelMoments) -> dict[str, SplitResult]:
-    """Each split's images.npy and labels.npy; the train split's pixels go into `moments`."""
-    results = {}
+                  moments: arrays.ChannelMoments) -> tuple[dict[str, SplitResult], dict[str, list[str]]]:
+    """Each split's images.npy, labels.npy and sources.json; the train split's pixels go into
+    `moments`. Returns each split's result and its rows' sources."""
+    results, written = {}, {}
     for name in (s for s in arrays.ALL_SPLITS if s in data.splits):
         split, split_moments = data.splits[name], moments if name == "train" else None
         if isinstance(split, ArraySplit):
@@ -159,7 +164,19 @@ def _write_splits(data: FormatData, output: SplitOutput, pool: DecodePool | None
             results[name] = decode_split(pool, name, split.members, labels, output, split_moments)
             sources = results[name].kept_names  # the members decoded, in row order (skipped ones left out)
         arrays.write_sources(output.out_dir, name, sources)
-    return results
+        written[name] = sources
+    return results, written
+
+
+def _official_duplicates(prepared_dir: Path, sources: dict[str, list[str]], archive: Path) -> dict:
+    """stats.json's `duplicates_across_splits` for an official dataset: images pixel-identical in two
+    splits (own images compare file bytes instead, in their `folder` section); warned on stderr."""
+    pairs = pixel_duplicates(prepared_dir, list(sources), sources)
+    if pairs:
+        shown = ", ".join(" = ".join(pair) for pair in pairs[:2])
+        print(f"{archive.name}: {len(pairs)} image(s) are pixel-identical to images of an earlier split (held-out "
+              f"accuracy reads high for them): {shown}{' …' if len(pairs) > 2 else ''}", file=sys.stderr)
+    return {"duplicates_across_splits": {"count": len(pairs), "first": pairs[:DUPLICATES_LISTED]}}
 
 
 def _copy_pixels(name: str, split: ArraySplit, output: SplitOutput,

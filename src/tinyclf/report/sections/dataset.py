@@ -36,6 +36,11 @@ def dataset_section(inputs: Inputs) -> str:
         if notes:
             lines.append(f"- **{split}:** " + "; ".join(notes))
     lines += folder_lines(stats.get("folder"))
+    duplicates = stats.get("duplicates_across_splits") or {}
+    if duplicates.get("count"):  # an official dataset's images that are pixel-identical in two splits
+        shown = ", ".join(f"`{' = '.join(pair)}`" for pair in duplicates["first"][:3])
+        lines.append(f"- **{duplicates['count']} images pixel-identical in two splits** (they inflate held-out "
+                     f"accuracy): {shown}{' …' if duplicates['count'] > 3 else ''}")
     holdout = stats.get("holdout")
     if holdout:  # an official dataset with data.val_from_train
         lines.append(f"- **Splits:** val = {holdout['val']} (split_seed {holdout['split_seed']}); test = "
