@@ -346,3 +346,30 @@ def test_a_class_without_images_has_no_recall_and_stays_out_of_macro_f1():
     assert np.isnan(recall[2]) and np.isnan(precision[3]) and f1[2] == 0.0 and f1[3] == 0.0
     assert np.nanmean(f1) == pytest.approx(f1_score(true, predicted, labels=labels, average="macro",
                                                     zero_division=np.nan))
+
+
+# ------------------------------------------------------------------------------ the model file's temperature
+def test_the_temperature_changes_the_probabilities_and_never_a_prediction(setup, evaluated, tmp_path):
+    from tinyclf.model.file import read_model_file, save_model_file
+
+    root, prepared, model, params = setup
+    payload = read_model_file(model)
+    calibrated = tmp_path / "calibrated.pt"
+    calibration = {"fitted_on": "val", "temperature": 2.5, "nll_before": 3.0, "nll_after": 2.0}
+    save_model_file(calibrated, payload["state_dict"], {**payload["meta"], "temperature": 2.5,
+                                                        "calibration": calibration})
+    out = tmp_path / "evaluate"
+    assert load_stage("evaluate").main(["--data", str(prepared), "--model", str(calibrated), "--out", str(out),
+                                        "--params", str(params), "--no-progress"]) == 0
+    plain, scaled = read_predictions(evaluated / "predictions.csv"), read_predictions(out / "predictions.csv")
+    assert [(r["predicted"], r["top5"]) for r in plain] == [(r["predicted"], r["top5"]) for r in scaled]
+    # A temperature above 1 flattens every distribution: no confidence grows, and some fall.
+    assert all(float(s["confidence"]) <= float(p["confidence"]) + 1e-6 for p, s in zip(plain, scaled))
+    assert any(float(s["confidence"]) < float(p["confidence"]) - 1e-3 for p, s in zip(plain, scaled))
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (evaluated, out)]
+    assert metrics[0]["top1"] == metrics[1]["top1"] and metrics[0]["top5"] == metrics[1]["top5"]
+    per_class = json.loads((out / "per_class.json").read_text())
+    assert per_class["calibration"]["temperature"] == 2.5 and per_class["calibration"]["fitted_on"] == "val"
+    assert per_class["calibration"]["ece_before"] == metrics[0]["ece"]
+    assert per_class["calibration"]["ece_after"] == metrics[1]["ece"]
+    png_size(out / "plots" / "reliability.png")

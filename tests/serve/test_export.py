@@ -61,7 +61,11 @@ def test_the_graph_takes_uint8_nhwc_of_any_batch_and_matches_pytorch(exported):
         assert np.abs(logits - expected).max() <= 1e-3
         assert (logits.argmax(1) == expected.argmax(1)).all()
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-        np.testing.assert_allclose(probs, torch.from_numpy(expected).softmax(1).numpy(), atol=1e-5)
+        # The probabilities are the calibrated ones: softmax of the logits over the model file's
+        # temperature, fitted on val by the train stage; the logits stay the model's.
+        temperature = load_model_file(exported["model"])[1]["temperature"]
+        assert temperature != 1.0
+        np.testing.assert_allclose(probs, torch.from_numpy(expected / temperature).softmax(1).numpy(), atol=1e-5)
 
 
 def test_parity_figures_are_recorded_for_every_val_image(exported):

@@ -97,6 +97,10 @@ def test_patience_stops_an_overfitting_run_and_keeps_its_best_epoch(overfit_run,
     assert selected["epoch"] == best + 1 and selected["value"] == max(history)
     assert selected["stopped_early"] and selected["epochs_run"] == len(history) == meta["epochs_trained"]
     assert "has not improved" in selected["stop_reason"]
+    # The kept weights' temperature, fitted on val: it lowers the val loss it was fitted on.
+    calibration = meta["calibration"]
+    assert calibration["fitted_on"] == "val" and meta["temperature"] == calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"]
     # The file holds the best epoch's weights, not the last epoch's.
     assert val_top1_of_model_file(out / "model.pt", noisy_prepared) == max(history)
     assert history[-1] < max(history)

@@ -168,3 +168,33 @@ def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Seque
     top = 1 - 0.75 / fig.get_figheight()  # room for the suptitle and the first row's titles
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.1, hspace=0.175 * title_lines)
     return fig
+
+
+def reliability_diagrams(panels: list[tuple[str, object]], labels: np.ndarray, bins: int) -> Figure:
+    """One reliability diagram per (title, metrics.Summary): the accuracy of each equal-width confidence
+    bin against the bin's mean confidence, the diagonal being perfect calibration; ECE in the title."""
+    from tinyclf.evaluate.metrics import expected_calibration_error
+
+    fig = new_figure(4.2 * len(panels), 4.2)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for slot, (title, summary) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), slot + 1)
+        confidence = np.asarray(summary.confidence, dtype=np.float64)
+        correct = (summary.topk[:, 0] == labels).astype(np.float64)
+        which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+        for b in range(bins):
+            mask = which == b
+            if mask.any():
+                ax.bar(edges[b], correct[mask].mean(), width=1.0 / bins, align="edge", color="#4c72b0",
+                       edgecolor="white", alpha=0.85)
+                ax.plot(confidence[mask].mean(), correct[mask].mean(), "o", color="#c44e52", markersize=3)
+        ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1)
+        ece = expected_calibration_error(confidence, correct, bins)
+        ax.set_title(f"{title}: ECE {ece:.4f}", fontsize=10)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -16,7 +16,8 @@ choosing. Outputs (docs/architecture.md):
 - per_class.json   what was evaluated (dataset, generated, split, num_images, tta_flip), per-class
                    count/correct/accuracy with ids and names, the confused pairs with example files,
                    and the misclassified images of the grid with their files
-- plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png
+- plots/           per_class_accuracy.png, confusion_matrix.png, confused_pairs.png, misclassified.png,
+                   reliability.png (accuracy against confidence before and after the temperature)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tinyclf.data import arrays
 from tinyclf.environment import device_description
 from tinyclf.errors import TinyclfError
 from tinyclf.evaluate import plots
+from tinyclf.evaluate.calibration import apply_temperature
 from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, mistake_records, most_confused_pairs,
                                       pair_examples, per_class_table, predictions_csv, summarize_predictions)
 from tinyclf.evaluate.png import save_png
@@ -155,13 +157,10 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     torch.backends.cudnn.deterministic = True
     measure = _Measure(prepared_dir, model, meta, evaluate_params, device, len(classes["classes"]), progress)
     pred, summary = measure(split)
+    raw_summary = measure.raw_summary  # taken before val is measured (with a test split) below
     metrics = summary.metrics
     val_metrics = metrics if split == "val" else measure("val")[1].metrics
-    speed = {
-        "images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
-        "seconds": round(pred.seconds, 3),
-        "device": device_description(device),
-    }
+    speed = _speed(pred, device)
     names = [c["name"] for c in classes["classes"]]
     # Data prepared before sources were recorded names its rows by split and index.
     sources = arrays.load_sources(prepared_dir, split) or [f"{split}#{i}" for i in range(len(pred.labels))]
@@ -183,12 +182,16 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
         "confused_pairs": [{**p, "true_name": names[p["true"]], "predicted_name": names[p["predicted"]]}
                            for p in pairs],
         "misclassified": mistake_records(summary, pred.labels, picks, sources),
+        "calibration": {**(meta.get("calibration") or {"temperature": 1.0}),
+                        "ece_before": raw_summary.metrics["ece"], "ece_after": metrics["ece"]},
     }
 
     atomic.write_text(out_dir / "predictions.csv",
                       predictions_csv(summary.topk, pred.labels, summary.confidence, sources))
     atomic.write_json(out_dir / "per_class.json", per_class)
     _write_plots(out_dir / "plots", summary, pred.labels, pairs, names, grid)
+    save_png(plots.reliability_diagrams([("before", raw_summary), (f"after (T = {measure.temperature:.3g})", summary)],
+                                        pred.labels, evaluate_params.ece_bins), out_dir / "plots" / "reliability.png")
     atomic.write_json(out_dir / "speed.json", speed)
     atomic.write_json(out_dir / "val_metrics.json", val_metrics, sort_keys=False)
     atomic.write_json(out_dir / "metrics.json", metrics, sort_keys=False)
@@ -203,12 +206,23 @@ class _Measure:
         self.prepared_dir, self.model, self.params, self.device = prepared_dir, model, evaluate_params, device
         self.num_classes, self.progress = num_classes, progress
         self.to_input = ModelInput(meta["mean"], meta["std"], channels_last=runs_channels_last(meta))
+        self.temperature = float(meta.get("temperature", 1.0))  # 1: a model file from before calibration
+        self.raw_summary: Summary | None = None  # of the last split measured, at temperature 1
 
     def __call__(self, split: str) -> tuple[Predictions, Summary]:
+        """The split's predictions with the model file's temperature applied (the classes predicted are
+        the same at any temperature; the probabilities, loss and ECE are the calibrated ones)."""
         loader = in_order(PreparedDataset(self.prepared_dir, split), self.params, self.device)
-        pred = predict(self.model, loader, self.to_input, tta_flip=self.params.tta_flip, device=self.device,
-                       progress=self.progress)
+        raw = predict(self.model, loader, self.to_input, tta_flip=self.params.tta_flip, device=self.device,
+                      progress=self.progress)
+        self.raw_summary = summarize_predictions(raw, self.num_classes, ece_bins=self.params.ece_bins)
+        pred = Predictions(apply_temperature(raw.log_probs, self.temperature), raw.labels, raw.seconds)
         return pred, summarize_predictions(pred, self.num_classes, ece_bins=self.params.ece_bins)
+
+
+def _speed(pred: Predictions, device: torch.device) -> dict:
+    return {"images_per_s": round(len(pred.labels) / pred.seconds, 1) if pred.seconds > 0 else None,
+            "seconds": round(pred.seconds, 3), "device": device_description(device)}
 
 
 def _read_inputs(prepared_dir: Path, model_path: Path):

@@ -14,11 +14,14 @@ from tinyclf.model.file import load_model_file
 
 
 class ServingModel(nn.Module):
-    """`model` behind uint8 NHWC → float NCHW, normalization, and a softmax."""
+    """`model` behind uint8 NHWC → float NCHW, normalization, and a softmax of the logits divided by
+    the model file's temperature (`tinyclf.evaluate.calibration`; the logits themselves unchanged)."""
 
-    def __init__(self, model: nn.Module, mean, std):
+    def __init__(self, model: nn.Module, mean, std, temperature: float = 1.0):
         super().__init__()
         self.model = model
+        self.register_buffer("inverse_temperature", torch.tensor(1.0 / temperature, dtype=torch.float32),
+                             persistent=False)
         std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         # Buffers, so they follow .to(device) and become constants of the exported graph.
@@ -28,7 +31,7 @@ class ServingModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).float()
         logits = self.model(x * self.scale - self.shift)
-        return logits, logits.softmax(dim=1)
+        return logits, (logits * self.inverse_temperature).softmax(dim=1)
 
 
 def square_size(meta: dict, path: Path) -> int:
@@ -42,5 +45,6 @@ def square_size(meta: dict, path: Path) -> int:
 def load_serving_model(path: str | Path, device: str = "cpu") -> tuple[ServingModel, dict]:
     """(ServingModel in eval mode on `device`, the model file's meta); ModelFileError naming `path`."""
     model, meta = load_model_file(path, map_location="cpu")
-    serving = ServingModel(model, meta["mean"], meta["std"]).eval()
+    # Model files from before calibration have no temperature: their probabilities are the plain softmax.
+    serving = ServingModel(model, meta["mean"], meta["std"], float(meta.get("temperature", 1.0))).eval()
     return serving.to(device), meta

@@ -1,13 +1,20 @@
 """What a finished run leaves, written by rank 0: the model file (`models/model.pt`: the weights
 `train.save_weights` names, of the epoch `train.keep` selects, with plain metadata) and run.json
 (hardware, timing and cost facts, kept out of the model file so its bytes are reproducible, and
-the selected epoch)."""
+the selected epoch). The model file also gets the temperature of those weights, fitted on val
+(`train.calibrate`)."""
 
 from __future__ import annotations
+
+import copy
+
+from torch import nn
 
 from tinyclf import atomic
 from tinyclf.environment import device_name, environment_info
 from tinyclf.model.file import save_model_file
+from tinyclf.loading.normalize import ModelInput
+from tinyclf.train.calibrate import calibrate_on_val
 from tinyclf.train.checkpoint import Trainables
 from tinyclf.train.cost import RunCost
 from tinyclf.train.data_setup import TrainData
@@ -22,12 +29,26 @@ def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Traina
     the selected epoch)."""
     last = parts.ema.module if run.weights == "ema" else parts.model
     selected = parts.selection.record(progress.epoch)
-    save_model_file(paths.model_out, parts.selection.weights_to_save(last),
-                    model_meta(run, data, parts.init, epochs_run=progress.epoch, selected=selected))
+    weights = parts.selection.weights_to_save(last)
+    calibration = calibrate_on_val(_module_with(last, weights), paths.prepared,
+                                   ModelInput(data.mean, data.std, channels_last=run.train.channels_last),
+                                   run.info.device, run.autocast_dtype)
+    meta = model_meta(run, data, parts.init, epochs_run=progress.epoch, selected=selected)
+    meta.update(temperature=calibration["temperature"], calibration=calibration)
+    save_model_file(paths.model_out, weights, meta)
     record = run_record(run, data, progress)
     record.update(cost.record(progress.run_seconds))
     record["selected"] = selected
     atomic.write_json(paths.live / "run.json", record)
+
+
+def _module_with(last: nn.Module, weights: nn.Module | dict) -> nn.Module:
+    """A module holding `weights`: `last` itself, or a copy of it with the selected epoch's state."""
+    if isinstance(weights, nn.Module):
+        return weights
+    module = copy.deepcopy(last)
+    module.load_state_dict(weights)
+    return module
 
 
 def model_meta(run: RunSetup, data: TrainData, init: dict | None = None, *, epochs_run: int | None = None,

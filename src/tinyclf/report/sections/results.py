@@ -38,10 +38,25 @@ def results_section(inputs: Inputs, plots_rel: str) -> str:
     ]
     if note:
         lines += ["", f"_{note}_"]
+    lines += calibration_lines(inputs, plots_rel)
     for title, file in FIGURES:
         lines += ["", f"![{title}]({plots_rel}/{file})"]
     lines += mistakes_lines(inputs)
     return "\n".join(lines) + "\n"
+
+
+def calibration_lines(inputs: Inputs, plots_rel: str) -> list[str]:
+    """The temperature the probabilities are divided by, and ECE before and after it (per_class.json
+    `calibration`), with the reliability diagrams; nothing for results of an older evaluate stage."""
+    calibration = inputs.per_class.get("calibration")
+    if not calibration or "ece_before" not in calibration:
+        return []
+    fitted = ("fitted on val by the train stage, never on the evaluated split" if calibration.get("fitted_on")
+              else "none in this model file: plain softmax")
+    return ["", f"**Calibration:** the probabilities are softmax(logits / T) with T = "
+                f"{calibration['temperature']:.4g} ({fitted}); expected calibration error "
+                f"{calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after. The predicted "
+                "classes are the same at any T.", "", f"![Reliability diagrams]({plots_rel}/reliability.png)"]
 
 
 def mistakes_lines(inputs: Inputs) -> list[str]:
