@@ -104,8 +104,10 @@ def compiled_batchnorm_run(tmp_path_factory):
     combination, on the CPU."""
     tmp = tmp_path_factory.mktemp("compiled_bn")
     prepared = write_prepared(tmp / "prepared", num_classes=4, train_per_class=16, val_per_class=9)
+    # keep: last, so that the model file holds the epoch whose val/* DVCLive logged last.
     tree = shrunk_params(train__model="test_resnet", train__crop="pad_crop", train__epochs=2, train__batch_size=16,
-                         train__compile=True, train__accum_steps=2, train__ema=True, train__save_weights="ema")
+                         train__compile=True, train__accum_steps=2, train__ema=True, train__save_weights="ema",
+                         train__keep="last")
     proc = run(TORCHRUN + stage_args(write_params(tmp / "params.yaml", tree), prepared, tmp / "out"), REPO,
                venv_env(REPO), timeout=400)
     return tmp, prepared, proc
@@ -122,15 +124,19 @@ def test_ddp_with_compile_and_accumulated_steps_trains(compiled_batchnorm_run):
 
 def test_the_logged_val_describes_the_saved_weights(compiled_batchnorm_run, tmp_path):
     """Each rank's last forward leaves its own BatchNorm statistics; model.pt gets rank 0's. The
-    val/* DVCLive logs must be those of model.pt: evaluating the file gives the same numbers."""
+    val/* DVCLive logs must be those of model.pt: evaluating the file gives the same numbers (at
+    temperature 1: training logs the uncalibrated loss, the evaluate stage the calibrated one)."""
     from tinyclf.evaluate.run import run_evaluation
+    from tinyclf.model.file import read_model_file, save_model_file
     from tinyclf.params import EvaluateParams
 
     tmp, prepared, _ = compiled_batchnorm_run
     logged = json.loads((tmp / "out" / "live" / "metrics.json").read_text())["val"]
-    state = torch.load(tmp / "out" / "model.pt", weights_only=True)["state_dict"]
-    assert any(k.endswith("running_mean") for k in state)
-    saved = run_evaluation(prepared, tmp / "out" / "model.pt", tmp_path / "eval", EvaluateParams(workers=0),
+    payload = read_model_file(tmp / "out" / "model.pt")
+    assert any(k.endswith("running_mean") for k in payload["state_dict"])
+    plain = {k: v for k, v in payload["meta"].items() if k not in ("temperature", "calibration")}
+    save_model_file(tmp_path / "uncalibrated.pt", payload["state_dict"], plain)
+    saved = run_evaluation(prepared, tmp_path / "uncalibrated.pt", tmp_path / "eval", EvaluateParams(workers=0),
                            device=torch.device("cpu"), progress=False)["metrics"]
     assert saved["top1"] == logged["top1"]
     # The evaluate stage rounds to 6 decimals, and 2 shards sum in another order than 1 process: 2e-6
