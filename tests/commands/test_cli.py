@@ -84,6 +84,42 @@ def test_info_and_predict_use_the_model_file(tmp_path):
     assert meta["classes"][top]["name"] in lines[0]
 
 
+def test_min_confidence_answers_unknown_below_it(tmp_path):
+    """`tinyclf predict --min-confidence P`: each result answers its top-1 class, or "unknown" when the
+    top-1 probability is below P (json `answer`, a csv column, a table line)."""
+    import io
+    import json
+
+    from tinyclf.serve.predict_files import predict_files
+    from tinyclf.serve.predictor import load_predictor
+
+    predictor = load_predictor(make_model_file(tmp_path / "model.pt", ModelFile(num_classes=4, size=16)))
+    for i in range(3):
+        image = np.random.default_rng(i).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), image)
+    files = [str(tmp_path / f"{i}.png") for i in range(3)]
+    out = io.StringIO()
+    assert predict_files(predictor, files, fmt="json", streams=(out, sys.stderr)) == 0
+    plain = json.loads(out.getvalue())
+    assert all("answer" not in item for item in plain)
+    top1 = sorted(item["top_k"][0]["probability"] for item in plain)
+    between = (top1[0] + top1[-1]) / 2  # some answers above it, some below
+    assert top1[0] < between < top1[-1]
+    out = io.StringIO()
+    assert predict_files(predictor, files, fmt="json", min_confidence=between, streams=(out, sys.stderr)) == 0
+    for item in json.loads(out.getvalue()):
+        expected = item["top_k"][0]["id"] if item["top_k"][0]["probability"] >= between else "unknown"
+        assert item["answer"] == expected
+    above_all = (top1[-1] + 1) / 2
+    out = io.StringIO()
+    predict_files(predictor, files, fmt="table", min_confidence=above_all, streams=(out, sys.stderr))
+    assert out.getvalue().count("  unknown: top-1 ") == 3 and f"below --min-confidence {above_all:g}" in out.getvalue()
+    out = io.StringIO()
+    predict_files(predictor, files[:1], fmt="csv", min_confidence=above_all, streams=(out, sys.stderr))
+    rows = out.getvalue().splitlines()
+    assert rows[0].endswith(",answer") and all(row.endswith(",unknown") for row in rows[1:])
+
+
 def test_predict_names_an_unreadable_image(tmp_path):
     model_path = make_model_file(tmp_path / "model.pt")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
@@ -115,6 +151,8 @@ def test_every_command_line_mistake_is_one_line(tmp_path):
         (["frobnicate"], "tinyclf: argument command: invalid choice: 'frobnicate'"),
         (["predict"], "tinyclf predict: the following arguments are required: model, inputs"),
         (["remote-check", "--bogus"], "tinyclf remote-check: unrecognized arguments: --bogus"),
+        (["predict", "m.pt", "a.jpg", "--min-confidence", "1.5"],
+         "tinyclf predict: argument --min-confidence: must be between 0 and 1 (exclusive), got 1.5"),
     ]
     for args, expected in cases:
         out = tinyclf(*args, cwd=tmp_path)

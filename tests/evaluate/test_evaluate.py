@@ -373,3 +373,21 @@ def test_the_temperature_changes_the_probabilities_and_never_a_prediction(setup,
     assert per_class["calibration"]["ece_before"] == metrics[0]["ece"]
     assert per_class["calibration"]["ece_after"] == metrics[1]["ece"]
     png_size(out / "plots" / "reliability.png")
+
+
+def test_the_proposed_unknown_threshold_keeps_95_percent_of_val_correct_answers(evaluated):
+    """per_class.json `unknown_threshold`: chosen on val, the highest confidence that keeps 95% of val's
+    correct top-1 answers (recounted from predictions.csv, whose split is val here)."""
+    proposal = json.loads((evaluated / "per_class.json").read_text())["unknown_threshold"]
+    rows = read_predictions(evaluated / "predictions.csv")
+    confidence = np.array([float(r["confidence"]) for r in rows])
+    right = np.array([r["true"] == r["predicted"] for r in rows])
+    threshold = proposal["threshold"]
+    assert proposal["chosen_on"] == "val" and right.any()
+    kept = confidence[right] >= threshold - 1e-6
+    assert kept.mean() >= 0.95 and proposal["val"]["keeps_correct"] == pytest.approx(kept.mean(), abs=1e-6)
+    higher = confidence[right][confidence[right] > threshold + 1e-6]
+    assert all((confidence[right] >= h).mean() < 0.95 for h in higher)  # the highest that keeps 95%
+    if (~right).any():
+        assert proposal["val"]["rejects_wrong"] == pytest.approx((confidence[~right] < threshold - 1e-6).mean(), abs=1e-6)
+    assert proposal["evaluated"] == proposal["val"]  # no test split here: the evaluated split is val

@@ -160,6 +160,29 @@ def mistake_records(summary: Summary, labels: np.ndarray, picks: np.ndarray, sou
              "confidence": _round(summary.confidence[i])} for i in picks]
 
 
+KEEP_CORRECT = 0.95  # the share of val's correct answers the proposed "unknown" threshold keeps
+
+
+def unknown_threshold(val: Summary, val_labels: np.ndarray, evaluated: Summary, labels: np.ndarray) -> dict | None:
+    """The confidence below which an answer had better be "unknown" (`tinyclf predict --min-confidence`):
+    the highest threshold that keeps KEEP_CORRECT of val's correct top-1 answers, chosen on val (never on
+    test), with the shares of correct answers kept and wrong ones rejected on val and on the evaluated
+    split. None when val has no correct answer."""
+    correct = np.sort(val.confidence[val.topk[:, 0] == val_labels])
+    if len(correct) == 0:
+        return None
+    threshold = float(correct[int(np.floor((1 - KEEP_CORRECT) * len(correct)))])
+
+    def shares(summary: Summary, truth: np.ndarray) -> dict:
+        right = summary.topk[:, 0] == truth
+        kept = summary.confidence >= threshold
+        return {"keeps_correct": _round(kept[right].mean()) if right.any() else None,
+                "rejects_wrong": _round((~kept[~right]).mean()) if (~right).any() else None}
+
+    return {"threshold": _round(threshold), "chosen_on": "val", "val": shares(val, val_labels),
+            "evaluated": shares(evaluated, labels)}
+
+
 def misclassified(summary: Summary, labels: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the most confident mistakes (ties by index), at most `limit`."""
     wrong = np.nonzero(summary.topk[:, 0] != labels)[0]

@@ -41,7 +41,8 @@ from tinyclf.errors import TinyclfError
 from tinyclf.evaluate import plots
 from tinyclf.evaluate.calibration import apply_temperature
 from tinyclf.evaluate.metrics import (Predictions, Summary, misclassified, mistake_records, most_confused_pairs,
-                                      pair_examples, per_class_table, predictions_csv, summarize_predictions)
+                                      pair_examples, per_class_table, predictions_csv, summarize_predictions,
+                                      unknown_threshold)
 from tinyclf.evaluate.png import save_png
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.loader import LoaderSpeed, make_loader
@@ -159,7 +160,8 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     pred, summary = measure(split)
     raw_summary = measure.raw_summary  # taken before val is measured (with a test split) below
     metrics = summary.metrics
-    val_metrics = metrics if split == "val" else measure("val")[1].metrics
+    val_pred, val_summary = (pred, summary) if split == "val" else measure("val")
+    val_metrics = val_summary.metrics
     speed = _speed(pred, device)
     names = [c["name"] for c in classes["classes"]]
     # Data prepared before sources were recorded names its rows by split and index.
@@ -182,6 +184,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
         "confused_pairs": [{**p, "true_name": names[p["true"]], "predicted_name": names[p["predicted"]]}
                            for p in pairs],
         "misclassified": mistake_records(summary, pred.labels, picks, sources),
+        "unknown_threshold": unknown_threshold(val_summary, val_pred.labels, summary, pred.labels),
         "calibration": {**(meta.get("calibration") or {"temperature": 1.0}),
                         "ece_before": raw_summary.metrics["ece"], "ece_after": metrics["ece"]},
     }

@@ -26,6 +26,7 @@ from tinyclf.data.images import MAX_IMAGE_BYTES
 from tinyclf.serve.predictor import Predictor, read_image
 
 FORMATS = ("table", "json", "csv")
+UNKNOWN = "unknown"  # the answer below --min-confidence
 _GLOB_CHARS = set("*?[")
 
 
@@ -75,21 +76,35 @@ def load_file(path: str, predictor: Predictor) -> np.ndarray:
 class Output:
     """Writes results as they come, in one of FORMATS; JSON is one array, one image per line."""
 
-    def __init__(self, fmt: str, stream: TextIO):
-        self.fmt, self.stream, self.count = fmt, stream, 0
+    def __init__(self, fmt: str, stream: TextIO, min_confidence: float | None = None):
+        self.fmt, self.stream, self.count, self.min_confidence = fmt, stream, 0, min_confidence
         self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
         if fmt == "csv":
-            self.csv.writerow(["path", "rank", "index", "id", "name", "probability"])
+            self.csv.writerow(["path", "rank", "index", "id", "name", "probability"]
+                              + (["answer"] if min_confidence is not None else []))
+
+    def answer(self, top: list[tuple[dict, float]]) -> str | None:
+        """With --min-confidence: the top-1 class id, or "unknown" below it; None without."""
+        if self.min_confidence is None:
+            return None
+        best, probability = top[0]
+        return best["id"] if probability >= self.min_confidence else UNKNOWN
 
     def write(self, path: str, top: list[tuple[dict, float]]) -> None:
+        answer = self.answer(top)
         if self.fmt == "json":
             item = {"path": path, "top_k": [{**c, "probability": round(p, 6)} for c, p in top]}
+            if answer is not None:
+                item["answer"] = answer
             self.stream.write(("[" if self.count == 0 else ",") + json.dumps(item, ensure_ascii=False) + "\n")
         elif self.fmt == "csv":
             for rank, (c, p) in enumerate(top, 1):
-                self.csv.writerow([path, rank, c["index"], c["id"], c["name"], f"{p:.6f}"])
+                self.csv.writerow([path, rank, c["index"], c["id"], c["name"], f"{p:.6f}"]
+                                  + ([answer] if answer is not None else []))
         else:
             lines = [path] + [f"  {p:7.2%}  {c['name']} ({c['id']})" for c, p in top]
+            if answer == UNKNOWN:
+                lines.insert(1, f"  unknown: top-1 {top[0][1]:.2%} is below --min-confidence {self.min_confidence:g}")
             self.stream.write("\n".join(lines) + "\n")
         self.count += 1
         self.stream.flush()
@@ -101,10 +116,13 @@ class Output:
 
 
 def predict_files(predictor: Predictor, inputs: list[str], *, top_k: int = 5, fmt: str = "table",
-                  batch_size: int = 64, out: TextIO | None = None, err: TextIO | None = None) -> int:
+                  batch_size: int = 64, min_confidence: float | None = None,
+                  streams: tuple[TextIO, TextIO] | None = None) -> int:
     """Predict every input with `predictor` (`predictor.load_predictor`: the model file, backend and
-    device) and write the results; 0 when every file was predicted, 1 otherwise."""
-    out, err = out or sys.stdout, err or sys.stderr
+    device) and write the results to `streams` (results, messages; default stdout, stderr); 0 when
+    every file was predicted, 1 otherwise. With `min_confidence` each result also answers the top-1
+    class id, or "unknown" when its probability is below it."""
+    out, err = streams or (sys.stdout, sys.stderr)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     if top_k > len(predictor.classes):
@@ -113,7 +131,7 @@ def predict_files(predictor: Predictor, inputs: list[str], *, top_k: int = 5, fm
     s = predictor.image_size
     batch = np.empty((batch_size, s, s, 3), dtype=np.uint8)
     names: list[str] = []
-    output, failed, total = Output(fmt, out), 0, 0
+    output, failed, total = Output(fmt, out, min_confidence), 0, 0
 
     def flush() -> None:
         probs = predictor.probabilities(batch[: len(names)])

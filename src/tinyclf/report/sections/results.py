@@ -38,7 +38,7 @@ def results_section(inputs: Inputs, plots_rel: str) -> str:
     ]
     if note:
         lines += ["", f"_{note}_"]
-    lines += calibration_lines(inputs, plots_rel)
+    lines += calibration_lines(inputs, plots_rel) + unknown_lines(inputs)
     for title, file in FIGURES:
         lines += ["", f"![{title}]({plots_rel}/{file})"]
     lines += mistakes_lines(inputs)
@@ -57,6 +57,25 @@ def calibration_lines(inputs: Inputs, plots_rel: str) -> list[str]:
                 f"{calibration['temperature']:.4g} ({fitted}); expected calibration error "
                 f"{calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after. The predicted "
                 "classes are the same at any T.", "", f"![Reliability diagrams]({plots_rel}/reliability.png)"]
+
+
+def unknown_lines(inputs: Inputs) -> list[str]:
+    """The proposed "I don't know" threshold (per_class.json `unknown_threshold`), chosen on val."""
+    proposal = inputs.per_class.get("unknown_threshold")
+    if not proposal:
+        return []
+    val, evaluated = proposal["val"], proposal["evaluated"]
+
+    def share(value):
+        return "—" if value is None else pct(value)
+
+    where = ("" if inputs.evaluated_split != "test" else
+             f" On the test split it keeps {share(evaluated['keeps_correct'])} of the correct answers and "
+             f"rejects {share(evaluated['rejects_wrong'])} of the wrong ones.")
+    return ["", f"**\"I don't know\":** answering `unknown` below a confidence of {proposal['threshold']:.4f} "
+                f"(`tinyclf predict --min-confidence {proposal['threshold']:.4f}`) keeps {share(val['keeps_correct'])} "
+                f"of val's correct answers and rejects {share(val['rejects_wrong'])} of its wrong ones (chosen on "
+                f"val to keep 95% of the correct ones).{where}"]
 
 
 def mistakes_lines(inputs: Inputs) -> list[str]:
