@@ -41,3 +41,22 @@ def wait_for_checkpoint(path: Path, proc: subprocess.Popen, ready: Callable[[dic
                 return state
         time.sleep(0.01)
     raise AssertionError(f"no checkpoint in the state waited for appeared at {path} within {timeout:.0f} s")
+
+
+def kill_when(path: Path, proc: subprocess.Popen, ready: Callable[[dict], bool], timeout: float = 120.0) -> dict:
+    """kill -9 the stage (its whole process group) while its checkpoint is in the state `ready` asks for;
+    return that state. The stage is frozen (SIGSTOP) before the file is read again: between a read
+    and a kill it could otherwise write the next checkpoint. If it did, it runs on to the next chance."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for_checkpoint(path, proc, ready, timeout=max(1.0, deadline - time.monotonic()))
+        os.killpg(proc.pid, signal.SIGSTOP)
+        state = checkpoint.load(path)
+        if ready(state):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            return state
+        os.killpg(proc.pid, signal.SIGCONT)

@@ -10,14 +10,13 @@ uninterrupted one bit for bit. Mixup, random erasing and EMA are on to make that
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import pytest
 import torch
 from support.helpers import shrunk_params, write_params
 from support.synthetic_prepared import write_prepared
-from support.train_stage import start_stage, wait_for_checkpoint
+from support.train_stage import kill_when, start_stage, wait_for_checkpoint
 
 from tinyclf.params import params_from_dict
 from tinyclf.train import checkpoint
@@ -42,9 +41,7 @@ def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path
     out = tmp_path / "resumed"
     ck = out / "ck" / "last.pt"
     proc = start_stage(params_file, prepared, out)
-    wait_for_checkpoint(ck, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_when(ck, proc, lambda state: state["micro_in_epoch"] > 0 and not state["complete"])
     killed = checkpoint.load(ck)
     assert not killed["complete"] and killed["micro_in_epoch"] > 0, "the kill should land mid-epoch"
 

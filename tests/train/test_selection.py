@@ -5,15 +5,13 @@ that overfits noisy labels, through a kill -9 inside a patience window, and the 
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 from support.helpers import shrunk_params, write_params
 from support.synthetic_prepared import write_prepared
-from support.train_stage import start_stage, wait_for_checkpoint
+from support.train_stage import kill_when, start_stage
 
 from tinyclf.loading.normalize import ModelInput
 from tinyclf.model.file import load_model_file
@@ -129,11 +127,8 @@ def test_kill_9_in_a_patience_window_then_resume_gives_the_same_bytes(tmp_path, 
     out = tmp_path / "resumed"
     ck = out / "ck" / "last.pt"
     proc = start_stage(write_params(tmp_path / "params.yaml", tree), noisy_prepared, out)
-    in_window = wait_for_checkpoint(
-        ck, proc, lambda state: state["selection"]["epochs_without_improvement"] >= 1
-        and not state["selection"]["stopped_early"])
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    in_window = kill_when(ck, proc, lambda state: state["selection"]["epochs_without_improvement"] >= 1
+                          and not state["selection"]["stopped_early"])
     assert not checkpoint.load(ck)["complete"]
 
     run_training(params_from_dict(tree), noisy_prepared, out / "model.pt", out / "live", out / "ck",
