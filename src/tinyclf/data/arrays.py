@@ -64,6 +64,11 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(ALL_SPLITS)}")
 
 
+def split_title(split: str) -> str:
+    """How reports name a split: "test", "validation" or "train"."""
+    return "validation" if split == "val" else split
+
+
 def has_test_split(stats: dict) -> bool:
     """Whether the prepared data (its stats.json) holds a test split."""
     return TEST_SPLIT in stats.get("splits", {})

@@ -36,12 +36,16 @@ def _round(x: float) -> float:
     return round(float(x), DECIMALS)
 
 
+def confidence_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin (lo, hi]: ceil(c * bins) - 1; c == 0 goes to the first bin."""
+    return np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int) -> float:
     """Standard ECE: equal-width confidence bins (lo, hi], sum over bins of |accuracy - confidence| × share."""
     if len(confidence) == 0:
         return 0.0
-    # ceil(c * bins) - 1 puts c in the bin (lo, hi]; c == 0 goes to the first bin.
-    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     total = 0.0
     for b in range(bins):
         mask = which == b

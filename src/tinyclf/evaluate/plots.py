@@ -173,7 +173,7 @@ def misclassified_grid(images: np.ndarray, true: Sequence[int], predicted: Seque
 def reliability_diagrams(panels: list[tuple[str, object]], labels: np.ndarray, bins: int) -> Figure:
     """One reliability diagram per (title, metrics.Summary): the accuracy of each equal-width confidence
     bin against the bin's mean confidence, the diagonal being perfect calibration; ECE in the title."""
-    from tinyclf.evaluate.metrics import expected_calibration_error
+    from tinyclf.evaluate.metrics import confidence_bins, expected_calibration_error
 
     fig = new_figure(4.2 * len(panels), 4.2)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -181,7 +181,7 @@ def reliability_diagrams(panels: list[tuple[str, object]], labels: np.ndarray, b
         ax = fig.add_subplot(1, len(panels), slot + 1)
         confidence = np.asarray(summary.confidence, dtype=np.float64)
         correct = (summary.topk[:, 0] == labels).astype(np.float64)
-        which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+        which = confidence_bins(confidence, bins)
         for b in range(bins):
             mask = which == b
             if mask.any():

@@ -157,10 +157,9 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     measure = _Measure(prepared_dir, model, meta, evaluate_params, device, len(classes["classes"]), progress)
-    pred, summary = measure(split)
-    raw_summary = measure.raw_summary  # taken before val is measured (with a test split) below
+    pred, summary, raw_summary = measure(split)
     metrics = summary.metrics
-    val_pred, val_summary = (pred, summary) if split == "val" else measure("val")
+    val_pred, val_summary = (pred, summary) if split == "val" else measure("val")[:2]
     val_metrics = val_summary.metrics
     speed = _speed(pred, device)
     names = [c["name"] for c in classes["classes"]]
@@ -171,7 +170,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
                           predicted, sources)
     picks = misclassified(summary, pred.labels, evaluate_params.misclassified_examples)
     grid = MistakeGrid(np.asarray(images[picks]), picks, [sources[i] for i in picks],
-                       "test" if split == arrays.TEST_SPLIT else "validation")
+                       arrays.split_title(split))
     per_class = {
         # What was evaluated: facts of the run, kept out of metrics.json, which holds only what runs
         # are compared by.
@@ -202,7 +201,7 @@ def run_evaluation(prepared_dir: str | Path, model_path: str | Path, out_dir: st
 
 
 class _Measure:
-    """One exact pass of the model over a prepared split: (Predictions, Summary)."""
+    """One exact pass of the model over a prepared split: (Predictions, Summary, the Summary at temperature 1)."""
 
     def __init__(self, prepared_dir: Path, model, meta: dict, evaluate_params: EvaluateParams, device: torch.device,
                  num_classes: int, progress: bool):
@@ -210,17 +209,16 @@ class _Measure:
         self.num_classes, self.progress = num_classes, progress
         self.to_input = ModelInput(meta["mean"], meta["std"], channels_last=runs_channels_last(meta))
         self.temperature = float(meta.get("temperature", 1.0))  # 1: a model file from before calibration
-        self.raw_summary: Summary | None = None  # of the last split measured, at temperature 1
 
-    def __call__(self, split: str) -> tuple[Predictions, Summary]:
+    def __call__(self, split: str) -> tuple[Predictions, Summary, Summary]:
         """The split's predictions with the model file's temperature applied (the classes predicted are
         the same at any temperature; the probabilities, loss and ECE are the calibrated ones)."""
         loader = in_order(PreparedDataset(self.prepared_dir, split), self.params, self.device)
         raw = predict(self.model, loader, self.to_input, tta_flip=self.params.tta_flip, device=self.device,
                       progress=self.progress)
-        self.raw_summary = summarize_predictions(raw, self.num_classes, ece_bins=self.params.ece_bins)
         pred = Predictions(apply_temperature(raw.log_probs, self.temperature), raw.labels, raw.seconds)
-        return pred, summarize_predictions(pred, self.num_classes, ece_bins=self.params.ece_bins)
+        return (pred, summarize_predictions(pred, self.num_classes, ece_bins=self.params.ece_bins),
+                summarize_predictions(raw, self.num_classes, ece_bins=self.params.ece_bins))
 
 
 def _speed(pred: Predictions, device: torch.device) -> dict:

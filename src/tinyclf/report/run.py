@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from tinyclf import atomic
+from tinyclf.data import arrays
 from tinyclf.evaluate.png import save_png
 from tinyclf.params import Params
 from tinyclf.report.card import render_model_card
@@ -77,7 +78,7 @@ def _head(inputs: Inputs) -> list[str]:
                                                       else f" ({classes['dataset']}).")
     head += [
         f"**Top-1 {pct(m['top1'])}**, top-5 {pct(m['top5'])} on {inputs.per_class['num_images']:,} "
-        f"{'test' if inputs.evaluated_split == 'test' else 'validation'} images — "
+        f"{arrays.split_title(inputs.evaluated_split)} images — "
         f"{reference_verdict(m['top1'], comparability_note(classes['dataset'], generated) is None)}{dataset}",
         "",
         "",

@@ -21,7 +21,7 @@ from pathlib import Path
 from tinyclf.data import images
 from tinyclf.errors import ArgumentParser, TinyclfError, run_command
 from tinyclf.serve import onnx_model
-from tinyclf.serve.demo import DEFAULT_EXAMPLES, load_examples, model_facts, write_examples
+from tinyclf.serve.demo import DEFAULT_EXAMPLES, load_examples, model_facts, split_title, write_examples
 from tinyclf.serve.predictor import load_predictor
 
 PROG = "tinyclf space"
@@ -94,7 +94,7 @@ image, and see its top-5 classes with their probabilities.{generated}
 |---|---|
 | architecture | {facts['model']} ({facts['parameters']:,} parameters) |
 | trained on | {facts['dataset']}{' (GENERATED)' if facts['generated'] else ''}, {facts['num_classes']} classes, {facts['image_size']}×{facts['image_size']} px |
-| {'test' if facts.get('evaluated_split') == 'test' else 'validation'} top-1 | {top1} |
+| {split_title(facts)} top-1 | {top1} |
 | runtime | onnxruntime on CPU (model.onnx, {size_mb:.1f} MB); no torch |
 
 The same answer as JSON: `gradio_client.Client("<your-name>/<space-name>").predict(handle_file("a.jpg"), api_name="/predict")`.

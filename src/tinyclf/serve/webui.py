@@ -124,6 +124,7 @@ def facts_html(facts: dict) -> str:
     rows = [("architecture", facts["model"]), ("parameters", f"{facts['parameters']:,}"),
             ("trained on", f"{facts['dataset']}{' (GENERATED)' if facts['generated'] else ''}"),
             ("classes", f"{facts['num_classes']}"), ("input", f"{facts['image_size']}×{facts['image_size']} px RGB"),
+            # demo.split_title's rule, written out: this page is copied into the Space and imports no tinyclf.
             (f"{'test' if facts.get('evaluated_split') == 'test' else 'validation'} accuracy", accuracy),
             ("runs on", facts.get("backend", "?"))]
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"

@@ -30,7 +30,6 @@ An animated GIF is one image: its first frame, which is what OpenCV decodes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 
