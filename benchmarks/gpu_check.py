@@ -87,6 +87,7 @@ import time
 import traceback
 import zipfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,8 +149,30 @@ class Terminated(BaseException):
     """SIGTERM or SIGINT (a scheduler's time limit, Ctrl-C): stop the part, say so, write what was measured."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _terminate(signum, frame) -> None:
     raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_held():
+    """A SIGTERM or SIGINT that lands inside the block is held and delivered when it ends. Around a
+    child's start: raised inside Popen after the fork, the stop left the child running with no handle
+    to kill it by (a test caught one outliving the run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if held:
+        signal.raise_signal(held[0])  # to the handler the block found: ours raises Terminated
 
 
 @dataclass
@@ -222,12 +245,13 @@ def run_bounded(cmd: list[str], seconds: float, env: dict, on_line=None) -> Fini
     all it started. `on_line(line)` sees each line as it comes, in this thread."""
     start = time.monotonic()
     deadline = start + seconds
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace")
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-    output, killed = [], False
+    proc, output, killed = None, [], False
     try:
+        with stop_held():  # a stop delivered here, once `proc` can be killed
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace")
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
         while True:
             if not killed and time.monotonic() >= deadline:
                 kill_tree(proc.pid)
@@ -249,9 +273,10 @@ def run_bounded(cmd: list[str], seconds: float, env: dict, on_line=None) -> Fini
         except subprocess.TimeoutExpired:
             killed = True
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             kill_tree(proc.pid)
-        proc.wait()
+        if proc is not None:
+            proc.wait()
     return Finished(None if killed else proc.returncode, "".join(output), round(time.monotonic() - start, 1))
 
 
@@ -842,7 +867,7 @@ def run_check(args: argparse.Namespace) -> int:
                "shares": SHARES, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "elapsed_seconds": 0.0, "environment": {}, **{name: {"status": "not reached"} for name in PARTS}}
     check = Check(args, results)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _terminate)
     stopped = None
     try:
