@@ -75,7 +75,7 @@ def test_report_lists_params_that_differ_from_defaults(summary):
     section = report.split("## Parameters that differ from the defaults")[1].split("\n## ")[0]
     assert "| `train.lr` | 0.1 | 0.05 |" in section
     assert "| `download.source` | official | generated |" in section
-    assert "| `train.model` | tiny_resnet50 | resnet18 |" in section
+    assert "| `train.model` | tiny_resnet50 | test_resnet |" in section
     assert "train.momentum" not in section  # unchanged keys stay out
 
 

@@ -24,8 +24,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_SUBSET = SHARED_DATA / "tiny-imagenet-200-subset.zip"
 REAL_SUBSET_MD5 = "ae26e0a9e328f431f5ea014adfc1170b"
 
-# What a test pipeline runs on: a tiny generated Tiny-ImageNet-format dataset, 32x32, a few
-# CPU epochs of the reference model. Learnable enough to show real learning in seconds.
+# What a test pipeline runs on: a tiny generated Tiny-ImageNet-format dataset, 32x32, a few CPU
+# epochs of timm's test_resnet (373k parameters, BatchNorm; what these tests exercise is the
+# pipeline's work, not the model's: its 1.5 MB files against resnet18's 45 MB cut a shrunk `dvc
+# repro` from 24.5 to 19.4 s). Learnable enough to show real learning in seconds.
 SHRINK = {
     "data.image_size": 32,
     "download.source": "generated",
@@ -34,7 +36,7 @@ SHRINK = {
     "download.generated.val_per_class": 8,
     "download.generated.test_images": 4,
     "preprocess.workers": 1,
-    "train.model": "resnet18",
+    "train.model": "test_resnet",
     "train.epochs": 2,
     "train.batch_size": 16,
     "train.lr": 0.2,
