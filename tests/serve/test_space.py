@@ -41,11 +41,15 @@ def exported(tmp_path_factory):
         return train_and_export(tmp_path_factory.mktemp("space-model"))
 
 
+MIN_CONFIDENCE = 0.5  # the Space's "I don't know" threshold, given on the command line
+
+
 @pytest.fixture(scope="module")
 def space(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("space") / "my-space"
     proc = subprocess.run([TINYCLF, "space", str(exported["onnx"]), str(out), "--examples", str(exported["prepared"]),
-                           "--metrics", str(REPO / "nonexistent-metrics.json")], capture_output=True, text=True, timeout=300)
+                           "--metrics", str(REPO / "nonexistent-metrics.json"), "--min-confidence", str(MIN_CONFIDENCE)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"tinyclf space: wrote {out}/")
     return out
@@ -110,6 +114,7 @@ def test_the_readme_has_the_space_header_and_says_how_to_push(space):
     assert header["app_file"] == "app.py" and json.loads(header["title"]) == "test_resnet on tiny-imagenet"
     assert len(json.loads(header["short_description"])) <= 60  # Hugging Face's limit
     assert "**GENERATED DATA**" in text and "validation top-1 | not evaluated" in text
+    assert f'| "I don\'t know" below | {MIN_CONFIDENCE:.1%} (--min-confidence) |' in text
     for command in ("hf auth login", "hf repos create <your-name>/<space-name> --type space --space-sdk gradio",
                     "hf upload <your-name>/<space-name> . . --repo-type space", "git lfs install", "git push"):
         assert command in text, command
@@ -152,6 +157,9 @@ def test_the_app_in_a_fresh_venv_answers_as_tinyclf_predict(space, venv_for, exp
     assert_same_top5(shown, expected)
     assert_same_top5([(p["id"], p["name"], p["probability"]) for p in answer["predictions"]], expected)
     assert banner.startswith("GENERATED DATA") and "runs on onnx" in facts and "not evaluated" in facts
+    assert f'"I don\'t know" below {MIN_CONFIDENCE:.1%} (--min-confidence)' in facts
+    assert answer["min_confidence"] == MIN_CONFIDENCE
+    assert answer["answer"] == (expected[0][0] if expected[0][2] >= MIN_CONFIDENCE else "unknown")
 
 
 def test_problems_are_one_line_and_force_keeps_other_files(exported, tmp_path):

@@ -60,14 +60,10 @@ def _predict(args) -> int:
                          min_confidence=args.min_confidence)
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value:g}")
-    return value
+def _min_confidence(text: str) -> float:
+    from tinyclf.serve.predict_files import min_confidence_arg  # imported when used: `tinyclf --help` stays quick
+
+    return min_confidence_arg(text)
 
 
 def _positive(text: str) -> int:
@@ -112,7 +108,7 @@ def _add_predict(sub) -> None:
                    help="auto: by the model's suffix; naming the other one uses the sibling .pt/.onnx file")
     p.add_argument("--batch-size", type=_positive, default=64, help="images per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--min-confidence", type=_share, default=None, metavar="P",
+    p.add_argument("--min-confidence", type=_min_confidence, default=None, metavar="P",
                    help="answer 'unknown' when the top-1 probability (calibrated) is below P, 0 < P < 1; the "
                         "report proposes one chosen on val (results/evaluate/per_class.json unknown_threshold)")
     p.set_defaults(func=_predict)

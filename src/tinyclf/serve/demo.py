@@ -4,8 +4,9 @@
     tinyclf demo models/model.onnx --port 8000    the ONNX export, through onnxruntime
 
 Upload, paste or take a picture (or click one of the validation images in the gallery) and see the
-top-5 classes with their names and probability bars, and how long the request took; beside them the
-model's facts (architecture, parameters, the data it was trained on, its validation top-1 from
+top-5 classes with their names and probability bars, and how long the request took, or "I don't
+know" when the top-1 probability is below the page's slider (it starts at --min-confidence, or the
+threshold the evaluate stage proposed on val); beside them the model's facts (architecture, parameters, the data it was trained on, its validation top-1 from
 results/evaluate/metrics.json), under a GENERATED banner when it learned from generated data. The page
 is `tinyclf.serve.webui`, the one the Hugging Face Space (`tinyclf space`) shows too. Runs on a CPU.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyclf.errors import ArgumentParser, TinyclfError, run_command
+from tinyclf.serve.predict_files import min_confidence_arg
 from tinyclf.serve.predictor import Predictor, load_predictor, read_image
 
 PROG = "tinyclf demo"
@@ -55,15 +57,27 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--num-examples", type=int, default=DEFAULT_EXAMPLES,
                         help="how many validation images, one per class, spread over the classes "
                              "(default %(default)s; 0 for none)")
+    add_min_confidence(parser, "the page")
     return parser
 
 
+def add_min_confidence(parser: argparse.ArgumentParser, where: str) -> None:
+    """--min-confidence, shared with `tinyclf space`."""
+    parser.add_argument("--min-confidence", type=min_confidence_arg, default=None, metavar="P",
+                        help=f"{where} answers \"I don't know\" below this top-1 probability, 0 < P < 1 (a slider "
+                             "changes it); default: the threshold the evaluate stage proposed on val "
+                             "(per_class.json unknown_threshold, beside --metrics), or none")
+
+
 # ------------------------------------------------------------------------------ facts and examples
-def model_facts(predictor: Predictor, metrics_path: str | Path | None) -> dict:
+def model_facts(predictor: Predictor, metrics_path: str | Path | None, min_confidence: float | None = None) -> dict:
     """The predictor's facts plus the top-1/top-5 from the evaluate stage's metrics (None when there is
-    no such file) and the split they measure (`evaluated_split`: test or val, from the per_class.json
-    beside them; val when it is absent)."""
-    facts = dict(predictor.facts, val_top1=None, val_top5=None, evaluated_split="val")
+    no such file), the split they measure (`evaluated_split`: test or val, from the per_class.json
+    beside them; val when it is absent), and the "I don't know" threshold the page starts at
+    (`min_confidence`: the one given, else per_class.json's proposed `unknown_threshold`, else None)
+    with who set it (`min_confidence_from`)."""
+    facts = dict(predictor.facts, val_top1=None, val_top5=None, evaluated_split="val",
+                 min_confidence=min_confidence, min_confidence_from="--min-confidence" if min_confidence else None)
     path = Path(metrics_path) if metrics_path else None
     if path is None or not path.is_file():
         return facts
@@ -72,7 +86,12 @@ def model_facts(predictor: Predictor, metrics_path: str | Path | None) -> dict:
         facts.update(val_top1=float(metrics["top1"]), val_top5=float(metrics["top5"]))
         evaluated = path.with_name("per_class.json")
         if evaluated.is_file():
-            facts["evaluated_split"] = str(json.loads(evaluated.read_text()).get("split", "val"))
+            per_class = json.loads(evaluated.read_text())
+            facts["evaluated_split"] = str(per_class.get("split", "val"))
+            proposal = per_class.get("unknown_threshold")
+            if min_confidence is None and proposal:
+                facts.update(min_confidence=float(proposal["threshold"]),
+                             min_confidence_from="proposed on val by the evaluate stage")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DemoError(f"{path}: not the evaluate stage's metrics ({exc})") from None
     return facts
@@ -173,7 +192,7 @@ def run(args) -> None:
 
     # The page runs CONCURRENCY_LIMIT classifications at once, each on MODEL_THREADS threads (webui).
     predictor = load_predictor(args.model, backend=args.backend, device=args.device, threads=MODEL_THREADS)
-    facts = model_facts(predictor, args.metrics)
+    facts = model_facts(predictor, args.metrics, args.min_confidence)
     example_dir = tempfile.mkdtemp(prefix="tinyclf-demo-")
     try:
         class_ids = [c["id"] for c in predictor.classes]
@@ -182,8 +201,10 @@ def run(args) -> None:
         url = serve(app, args.host, args.port)
         accuracy = ("not evaluated" if facts["val_top1"] is None
                     else f"{split_title(facts)} top-1 {facts['val_top1']:.1%}")
+        unknown = (f", \"I don't know\" below {facts['min_confidence']:.1%} ({facts['min_confidence_from']})"
+                   if facts["min_confidence"] else "")
         print(f"{PROG}: {args.model} ({facts['model']}, {predictor.backend}, {accuracy}"
-              f"{', trained on GENERATED data' if facts['generated'] else ''}), {len(examples)} examples")
+              f"{', trained on GENERATED data' if facts['generated'] else ''}), {len(examples)} examples{unknown}")
         print(f"{PROG}: open {url} (Ctrl-C stops it)", flush=True)
         _stop_on_sigterm()
         app.block_thread()

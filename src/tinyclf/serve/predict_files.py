@@ -11,6 +11,7 @@ and the exit status is 1 at the end.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import glob
 import json
@@ -27,6 +28,17 @@ from tinyclf.serve.predictor import Predictor, read_image
 
 FORMATS = ("table", "json", "csv")
 UNKNOWN = "unknown"  # the answer below --min-confidence
+
+
+def min_confidence_arg(text: str) -> float:
+    """--min-confidence's value (predict, demo, space): a probability strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value:g}")
+    return value
 _GLOB_CHARS = set("*?[")
 
 

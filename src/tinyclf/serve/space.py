@@ -16,12 +16,14 @@ import importlib.metadata
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tinyclf.data import images
 from tinyclf.errors import ArgumentParser, TinyclfError, run_command
 from tinyclf.serve import onnx_model
-from tinyclf.serve.demo import DEFAULT_EXAMPLES, load_examples, model_facts, split_title, write_examples
+from tinyclf.serve.demo import (DEFAULT_EXAMPLES, add_min_confidence, load_examples, model_facts, split_title,
+                                write_examples)
 from tinyclf.serve.predictor import load_predictor
 
 PROG = "tinyclf space"
@@ -56,6 +58,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="write into a folder that is not empty (a clone of your Space, say), replacing "
                              "the files this command writes and keeping the others (.git included)")
+    add_min_confidence(parser, "the Space")
     return parser
 
 
@@ -74,6 +77,8 @@ def pinned_requirements() -> str:
 
 def readme(facts: dict, title: str, size_mb: float) -> str:
     """The Space's README.md: the metadata header Hugging Face reads, what the Space is, how to push it."""
+    from tinyclf.serve.webui import unknown_setting  # the page's own words (webui imports gradio: only here)
+
     version = importlib.metadata.version("gradio")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     generated = ("\n\n**GENERATED DATA**: this model was trained on a generated dataset, not real photos; "
@@ -95,6 +100,7 @@ image, and see its top-5 classes with their probabilities.{generated}
 | architecture | {facts['model']} ({facts['parameters']:,} parameters) |
 | trained on | {facts['dataset']}{' (GENERATED)' if facts['generated'] else ''}, {facts['num_classes']} classes, {facts['image_size']}×{facts['image_size']} px |
 | {split_title(facts)} top-1 | {top1} |
+| "I don't know" below | {unknown_setting(facts)} |
 | runtime | onnxruntime on CPU (model.onnx, {size_mb:.1f} MB); no torch |
 
 The same answer as JSON: `gradio_client.Client("<your-name>/<space-name>").predict(handle_file("a.jpg"), api_name="/predict")`.
@@ -136,20 +142,33 @@ def _check_out(out: Path, force: bool) -> None:
         raise SpaceError(f"{out}: folder is not empty (use --force to write into it, replacing this command's files)")
 
 
-def write_space(model: str | Path, out: str | Path, *, metrics: str | Path | None, examples: str | Path | None,
-                num_examples: int = DEFAULT_EXAMPLES, title: str | None = None, force: bool = False) -> Path:
+@dataclass(frozen=True)
+class Shown:
+    """What the Space shows beside the model: the evaluate stage's metrics (None: not evaluated), the
+    prepared data whose val images fill the gallery (None: no gallery) and how many, its title (None:
+    <model> on <dataset>) and the "I don't know" threshold (None: the evaluate stage's proposal)."""
+
+    metrics: str | Path | None
+    examples: str | Path | None
+    num_examples: int = DEFAULT_EXAMPLES
+    title: str | None = None
+    min_confidence: float | None = None
+
+
+def write_space(model: str | Path, out: str | Path, shown: Shown, *, force: bool = False) -> Path:
     """Write the Space folder `out` for the ONNX export `model`; SpaceError (one line) when it cannot."""
     model, out = Path(model), Path(out)
+    metrics, examples, num_examples, title = shown.metrics, shown.examples, shown.num_examples, shown.title
     if model.suffix != ".onnx":
         raise SpaceError(f"{model}: the Space runs the ONNX export, not a {model.suffix or 'suffix-less'} file "
                          "(dvc repro export writes models/model.onnx)")
     predictor = load_predictor(model, backend="onnx")
-    facts = model_facts(predictor, metrics)
+    facts = model_facts(predictor, metrics, shown.min_confidence)
     picked = load_examples(examples, num_examples, [c["id"] for c in predictor.classes]) if examples else []
     _check_out(out, force)  # everything read and checked before anything is written
     shutil.rmtree(out / "examples", ignore_errors=True)  # a previous bundle's examples are stale
     (out / "examples").mkdir(parents=True, exist_ok=True)
-    shown = write_examples(picked, out / "examples")
+    gallery = write_examples(picked, out / "examples")
     title = title or f"{facts['model']} on {facts['dataset']}"
     shutil.copyfile(APP, out / "app.py")
     for module in MODULES:
@@ -157,7 +176,7 @@ def write_space(model: str | Path, out: str | Path, *, metrics: str | Path | Non
     shutil.copyfile(model, out / "model.onnx")
     (out / "classes.json").write_text(json.dumps({"classes": predictor.classes}, indent=1) + "\n")
     (out / "facts.json").write_text(json.dumps(dict(facts, path="model.onnx"), indent=1) + "\n")
-    (out / "examples.json").write_text(json.dumps([{"file": Path(p).name, "caption": c} for p, c in shown]) + "\n")
+    (out / "examples.json").write_text(json.dumps([{"file": Path(p).name, "caption": c} for p, c in gallery]) + "\n")
     (out / "requirements.txt").write_text(pinned_requirements())
     (out / ".gitattributes").write_text("".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS))
     (out / "README.md").write_text(readme(facts, title, model.stat().st_size / 1e6))
@@ -170,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_and_say(args: argparse.Namespace) -> None:
-    out = write_space(args.model, args.out, metrics=args.metrics, examples=args.examples,
-                      num_examples=args.num_examples, title=args.title, force=args.force)
+    shown = Shown(args.metrics, args.examples, args.num_examples, args.title, args.min_confidence)
+    out = write_space(args.model, args.out, shown, force=args.force)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and ".git" not in f.parts)
     print(f"{PROG}: wrote {out}/ ({size / 1e6:.1f} MB): try it with `cd {out} && python app.py`, "
           f"publish it as {out}/README.md says")

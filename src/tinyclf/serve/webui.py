@@ -2,7 +2,9 @@
 
 An image (uploaded, pasted or from the webcam, or a validation image clicked in the gallery) goes
 in; the top-5 classes come out with their names and probability bars, and the server-side latency
-of the request (decode, model). The model's facts sit beside it, under a GENERATED banner when the
+of the request (decode, model). Below a confidence the page's slider sets, the answer is "I don't
+know" (`tinyclf predict --min-confidence`): the slider starts at the facts' `min_confidence` (the
+threshold the evaluate stage proposed, or the command's --min-confidence), 0 answering always. The model's facts sit beside it, under a GENERATED banner when the
 model was trained on generated data. The same answer is an API endpoint, `/predict`
 (`gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`).
 
@@ -62,9 +64,14 @@ class Classifier:
     top_k: Callable[[np.ndarray, int], list]
 
 
-def classify(classifier: Classifier, data: bytes, k: int = TOP_K) -> dict:
+UNKNOWN = "unknown"  # the answer below the threshold: `tinyclf predict --min-confidence`'s word
+
+
+def classify(classifier: Classifier, data: bytes, k: int = TOP_K, min_confidence: float | None = None) -> dict:
     """{"predictions": [{"rank", "index", "id", "name", "probability"}] best first, "latency_ms":
-    {"decode", "model", "total"}} for one image file's bytes; ValueError for a file it cannot use."""
+    {"decode", "model", "total"}} for one image file's bytes; ValueError for a file it cannot use.
+    With `min_confidence` also "min_confidence" and "answer": the top-1 class id, or "unknown" when its
+    probability is below the threshold."""
     start = time.perf_counter()
     image = classifier.decode(data)
     decoded = time.perf_counter()
@@ -73,27 +80,45 @@ def classify(classifier: Classifier, data: bytes, k: int = TOP_K) -> dict:
     predictions = [{"rank": rank, "index": int(c["index"]), "id": c["id"], "name": c["name"], "probability": float(p)}
                    for rank, (c, p) in enumerate(top, start=1)]
     latency = {"decode": (decoded - start) * 1e3, "model": (done - decoded) * 1e3, "total": (done - start) * 1e3}
-    return {"predictions": predictions, "latency_ms": {key: round(ms, 3) for key, ms in latency.items()}}
+    result = {"predictions": predictions, "latency_ms": {key: round(ms, 3) for key, ms in latency.items()}}
+    if min_confidence is not None:
+        result.update(min_confidence=min_confidence, answer=answer(result, min_confidence))
+    return result
 
 
-def _classify_file(classifier: Classifier, upload) -> dict:
+def answer(result: dict, min_confidence: float | None) -> str:
+    """The top-1 class id, or UNKNOWN when its probability is below `min_confidence` (None or 0: always
+    the top-1)."""
+    best = result["predictions"][0]
+    return UNKNOWN if min_confidence and best["probability"] < min_confidence else best["id"]
+
+
+def _classify_file(classifier: Classifier, upload, min_confidence: float | None = None) -> dict:
     """classify() on a file the browser or an API client uploaded (a FileData or its dict, as Gradio
     hands it over unprocessed); a gr.Error the user sees, naming the file, when it is not a usable
     image."""
     path = upload["path"] if isinstance(upload, dict) else upload.path
     name = (upload.get("orig_name") if isinstance(upload, dict) else upload.orig_name) or Path(path).name
     try:
-        return classify(classifier, Path(path).read_bytes())
+        return classify(classifier, Path(path).read_bytes(), min_confidence=min_confidence)
     except ValueError as exc:
         raise gr.Error(f"cannot use {name}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ rendering
-def predictions_html(result: dict | None) -> str:
+def predictions_html(result: dict | None, min_confidence: float | None = None) -> str:
     """One row per class, best first: name, a probability bar, the percentage. Each row carries
-    its class id and probability as data attributes, for scripts and tests reading the page."""
+    its class id and probability as data attributes, for scripts and tests reading the page; the list
+    carries the answer (`data-answer`: the top-1 id, or "unknown" below `min_confidence`, said above
+    the list in words)."""
     if not result:
         return '<p id="top5-empty">Upload, paste or take a picture, or click an example below.</p>'
+    said = answer(result, min_confidence)
+    best = result["predictions"][0]
+    unknown = ("" if said != UNKNOWN else
+               f'<p id="unknown-answer" style="font-weight:700;margin:0 0 0.5em">I don\'t know: the best guess, '
+               f'{html.escape(best["name"])}, has {100 * best["probability"]:.1f}%, under the '
+               f'{100 * min_confidence:.1f}% threshold (the slider below).</p>')
     rows = []
     for p in result["predictions"]:
         pct = 100 * p["probability"]
@@ -105,7 +130,8 @@ def predictions_html(result: dict | None) -> str:
             f'<span class="tc-prob" style="font-variant-numeric:tabular-nums">{pct:.1f}%</span></div>'
             f'<div style="background:#e5e7eb;border-radius:4px;height:0.6em">'
             f'<div style="background:#f97316;border-radius:4px;height:100%;width:{pct:.2f}%"></div></div></li>')
-    return f'<ol id="top5" style="padding:0;margin:0">{"".join(rows)}</ol>'
+    return (f'{unknown}<ol id="top5" data-answer="{html.escape(said)}" style="padding:0;margin:0">'
+            f'{"".join(rows)}</ol>')
 
 
 def latency_text(result: dict | None) -> str:
@@ -126,10 +152,18 @@ def facts_html(facts: dict) -> str:
             ("classes", f"{facts['num_classes']}"), ("input", f"{facts['image_size']}×{facts['image_size']} px RGB"),
             # demo.split_title's rule, written out: this page is copied into the Space and imports no tinyclf.
             (f"{'test' if facts.get('evaluated_split') == 'test' else 'validation'} accuracy", accuracy),
-            ("runs on", facts.get("backend", "?"))]
+            ("\"I don't know\" below", unknown_setting(facts)), ("runs on", facts.get("backend", "?"))]
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
                     f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table id="model-facts">{table}</table>'
+
+
+def unknown_setting(facts: dict) -> str:
+    """Where the page's "I don't know" threshold starts, and who set it."""
+    threshold = facts.get("min_confidence")
+    if not threshold:
+        return "off (the slider sets one)"
+    return f"{100 * threshold:.1f}% ({facts.get('min_confidence_from') or 'set by the command'})"
 
 
 def generated_banner(facts: dict) -> str:
@@ -158,26 +192,45 @@ def build_blocks(classifier: Classifier, facts: dict, examples: list[tuple[str, 
             with gr.Column():
                 top5 = gr.HTML(predictions_html(None), elem_id="predictions")
                 latency = gr.Markdown(elem_id="latency")
+                threshold = gr.Slider(0, 0.99, value=facts.get("min_confidence") or 0, step=0.001,
+                                      label="Answer \"I don't know\" below this top-1 probability (0: always answer)",
+                                      elem_id="min-confidence")
                 gr.HTML(facts_html(facts), elem_id="facts")
         gallery = gr.Gallery(value=examples, label="Validation images: click one", columns=8, height=300,
                              allow_preview=False, interactive=False, elem_id="examples", visible=bool(examples))
-        _wire(classifier, image, gallery, [top5, latency], examples)
+        _wire(classifier, Inputs(image, gallery, threshold), [top5, latency], examples, facts.get("min_confidence"))
     return blocks
 
 
-def _wire(classifier: Classifier, image, gallery, outputs, examples) -> None:
-    """The page's events, and the API endpoint (called inside the Blocks context)."""
-    def show(upload):
+@dataclass(frozen=True)
+class Inputs:
+    """The page's input components."""
+
+    image: gr.Image
+    gallery: gr.Gallery
+    threshold: gr.Slider
+
+
+def _wire(classifier: Classifier, inputs: Inputs, outputs, examples, min_confidence: float | None) -> None:
+    """The page's events, and the API endpoint (called inside the Blocks context). The last answer
+    stays in the session's state, so moving the slider redraws it without running the model again."""
+    last = gr.State(None)
+
+    def show(upload, threshold):
         result = _classify_file(classifier, upload) if upload else None
-        return predictions_html(result), latency_text(result)
+        return predictions_html(result, threshold), latency_text(result), result
+
+    def redraw(result, threshold):
+        return predictions_html(result, threshold)
 
     def pick(evt: gr.SelectData):
         return examples[evt.index][0]
 
     def predict(image: gr.FileData) -> dict:
         """Top-5 classes of an image file: {"predictions": [{"rank", "index", "id", "name",
-        "probability"}], "latency_ms": {"decode", "model", "total"}}."""
-        return _classify_file(classifier, image)
+        "probability"}], "latency_ms": {"decode", "model", "total"}}, and with an "I don't know"
+        threshold set (the page's starting one) "min_confidence" and "answer" (class id or "unknown")."""
+        return _classify_file(classifier, image, min_confidence or None)
 
     # The page and the API share one concurrency group, so CONCURRENCY_LIMIT bounds the model's work
     # whoever asks; each event would otherwise get its own group of Gradio's default limit, 1.
@@ -185,8 +238,11 @@ def _wire(classifier: Classifier, image, gallery, outputs, examples) -> None:
     # preprocess=False: the handler gets the upload as Gradio stored it. gr.Image's own preprocessing
     # opens the file with PIL first, which refuses a decompression bomb with PIL's words (or a file
     # that is not an image with a traceback's) before tinyclf's decoder can name the problem.
-    image.change(show, image, outputs, api_visibility="private", preprocess=False, **limits)
-    gallery.select(pick, None, image, api_visibility="private", concurrency_limit=None)  # no model work
+    inputs.image.change(show, [inputs.image, inputs.threshold], [*outputs, last], api_visibility="private",
+                        preprocess=False, **limits)
+    inputs.threshold.change(redraw, [last, inputs.threshold], outputs[0], api_visibility="private",
+                            concurrency_limit=None)  # no model work
+    inputs.gallery.select(pick, None, inputs.image, api_visibility="private", concurrency_limit=None)
     # /predict is the one endpoint, with a JSON answer. gradio_client and the page always go through
     # Gradio's queue (gradio 6.31), where the limits apply; queue=False only also opens the one-call
     # REST route (POST /gradio_api/run/predict) to plain HTTP clients, which skips the queue's limit
