@@ -63,8 +63,9 @@ def test_every_stage_runs_and_the_model_learns(pipeline):
     stats = json.loads((repo / "data/prepared/stats.json").read_text())
     assert [stats["splits"][s]["count"] for s in ("train", "val", "test")] == [CLASSES * 100, CLASSES * 30,
                                                                               CLASSES * TEST_PER_CLASS]
-    # Chance is 10%: 5 CPU epochs on 1,000 real photos reach about 26% (25.6% on 500 val photos, 2026-12-07).
-    assert metrics["top1"] >= 0.18, metrics
+    # Chance is 10%: 5 CPU epochs of test_resnet on 1,000 real photos reach about 45% (45.0% on the 200
+    # test photos, 44.0% on val; 2026-12-07, AMD EPYC).
+    assert metrics["top1"] >= 0.3, metrics
     val = json.loads((repo / "results/evaluate/val_metrics.json").read_text())
     selected = json.loads((repo / "results/train/run.json").read_text())["selected"]
     # val_metrics.json measures the model file on val: the figure the epoch was chosen by.
