@@ -56,11 +56,8 @@ browser:
 	    echo "no /usr/bin/chromedriver: the browser tests will skip (install: sudo apt-get install $(BROWSER_PACKAGES))"; \
 	  fi; }
 
-# One pytest worker per core and one more (pytest-xdist): with one per core the cores stood idle a
-# tenth of the time, while tests waited on Slurm, DVC's queue, servers and browsers (docs/benchmarks.md,
-# "The test suite's time"). A module's tests stay on one worker, so its shared fixture (a whole DVC
-# pipeline run) is built once. Modules are handed out longest first (tests/support/suite_order.py),
-# not in xdist's most-tests-first order.
-TEST_WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its shared
+# fixture (a whole DVC pipeline run) is built once. Modules are handed out longest first
+# (tests/support/suite_order.py), not in xdist's most-tests-first order.
 test: $(STAMP) browser
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n auto --dist loadscope --no-loadscope-reorder --durations=10
