@@ -4,8 +4,8 @@ An image (uploaded, pasted or from the webcam, or a validation image clicked in 
 in; the top-5 classes come out with their names and probability bars, and the server-side latency
 of the request (decode, model). Below a confidence the page's slider sets, the answer is "I don't
 know" (`tinyclf predict --min-confidence`): the slider starts at the facts' `min_confidence` (the
-threshold the evaluate stage proposed, or the command's --min-confidence), 0 answering always. The model's facts sit beside it, under a GENERATED banner when the
-model was trained on generated data. The same answer is an API endpoint, `/predict`
+threshold the evaluate stage proposed, or the command's --min-confidence), 0 answering always. The
+model's facts sit beside it, under a GENERATED banner when the model was trained on generated data. The same answer is an API endpoint, `/predict`
 (`gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`).
 
 Self-contained on purpose (gradio, numpy and the standard library only, no torch, no other tinyclf
