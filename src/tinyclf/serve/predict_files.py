@@ -39,6 +39,8 @@ def min_confidence_arg(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value:g}")
     return value
+
+
 _GLOB_CHARS = set("*?[")
 
 
