@@ -176,5 +176,5 @@ def test_a_port_in_use_is_named(trained, tmp_path):
         proc = subprocess.run([TINYCLF, "demo", str(trained.model_onnx), "--port", str(port), "--num-examples", "0"],
                               capture_output=True, text=True, timeout=120, env=server_env(tmp_path))
     assert proc.returncode == 1
-    assert proc.stderr == (f"tinyclf demo: cannot listen on 127.0.0.1:{port} (Cannot find empty port in range: "
-                           f"{port}-{port}); choose another port with --port\n")
+    assert proc.stderr == (f"tinyclf demo: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                           "choose another port with --port\n")

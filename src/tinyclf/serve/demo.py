@@ -187,7 +187,23 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """DemoError when `host:port` is taken, before the model and the web framework load (seconds).
+    `serve` still names a port taken in between."""
+    import socket
+
+    with socket.socket() as probe:
+        # As the server binds (uvicorn sets it): a port left in TIME_WAIT by a stopped demo is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                            "choose another port with --port") from None
+
+
 def run(args) -> None:
+    check_port_free(args.host, args.port)
     from tinyclf.serve.webui import MODEL_THREADS
 
     # The page runs CONCURRENCY_LIMIT classifications at once, each on MODEL_THREADS threads (webui).

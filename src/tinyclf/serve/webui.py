@@ -102,7 +102,9 @@ def _classify_file(classifier: Classifier, upload, min_confidence: float | None 
     try:
         return classify(classifier, Path(path).read_bytes(), min_confidence=min_confidence)
     except ValueError as exc:
-        raise gr.Error(f"cannot use {name}: {exc}") from None
+        # Until the user closes it (Gradio's default closes it after 10 s): the message names the file
+        # to replace, and a busy machine once took longer than that to show the page's next state.
+        raise gr.Error(f"cannot use {name}: {exc}", duration=None) from None
 
 
 # ------------------------------------------------------------------------------ rendering
