@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
+from stage_runs import params_file, stage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -142,29 +141,6 @@ def write_cifar100(path: Path, classes: list[str], train: dict, val: dict) -> No
 
 
 # ------------------------------------------------------------------------------ the stages
-def params_file(path: Path, dataset: str, overrides: dict) -> Path:
-    tree = yaml.safe_load((REPO / "params.yaml").read_text())
-    for dotted, value in {"data.dataset": dataset, **overrides}.items():
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise SystemExit(f"unknown_images: {dotted} is not a key of params.yaml")
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return path
-
-
-def stage(name: str, params: Path, *args: str) -> None:
-    cmd = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--params", str(params), "--no-progress", *args]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"unknown_images: {name} failed:\n{proc.stderr}")
-    said = (proc.stdout + proc.stderr).strip().splitlines()
-    print(said[-1] if said else f"{name}: done", flush=True)
-
-
 def prepared_images(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.load(root / split / "images.npy"), np.load(root / split / "labels.npy")
 
