@@ -41,7 +41,7 @@ NOT_NAMES = {
     "environment.device": "a key of the model file's meta",
 }
 FILE_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".json", ".pt", ".onnx", ".txt", ".zip", ".npy", ".tar", ".gz",
-                 ".png", ".html", ".csv", ".tsv", ".jpg", ".JPEG", ".lock", ".toml")
+                 ".png", ".html", ".csv", ".tsv", ".jpg", ".JPEG", ".lock", ".toml", ".safetensors", ".pth", ".bin")
 
 
 def top_names() -> set[str]:

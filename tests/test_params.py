@@ -103,6 +103,29 @@ def test_held_out_splits_and_selection_refuse_what_cannot_work(overrides, fragme
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"train__freeze": "backbone", "train__init": "w.pt"},
+     "train.freeze=backbone needs train.freeze_epochs between 1 and train.epochs (150), got 0"),
+    ({"train__freeze": "backbone", "train__freeze_epochs": 151, "train__init": "w.pt"},
+     "train.freeze_epochs between 1 and train.epochs (150), got 151"),
+    ({"train__freeze": "backbone", "train__freeze_epochs": 3},
+     "train.freeze=backbone keeps the backbone as train.init loaded it, but train.init is none"),
+    ({"train__freeze_epochs": 3}, "train.freeze_epochs=3 has no effect with train.freeze: none"),
+    ({"train__freeze": "head"}, "train.freeze must be one of none, backbone"),
+    ({"train__layer_decay": 1.5}, "train.layer_decay must be <= 1"),
+    ({"train__drop_path": 1.0}, "train.drop_path must be < 1"),
+    ({"train__head_lr_scale": 0}, "train.head_lr_scale must be > 0"),
+    ({"train__drop_path_rate": 0.1}, "did you mean 'train.drop_path'?"),
+    ({"train__lr_layer_decay": 0.7}, "did you mean 'train.layer_decay'?"),
+    ({"train__freeze_backbone": True}, "did you mean 'train.freeze'?"),
+    ({"train__head_lr": 10}, "did you mean 'train.head_lr_scale'?"),
+])
+def test_fine_tuning_settings_that_cannot_work_fail_in_one_line(overrides, fragment):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(_with(**overrides), where="params.yaml")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
 def test_device_augmentation_refuses_per_image_policies_before_work():
     with pytest.raises(ParamsError, match="train.policy=randaugment is albumentations, per image: it needs "
                                           "train.aug_backend workers"):

@@ -56,6 +56,14 @@ KEY_ALIASES = {
     **dict.fromkeys(("torchcompile", "torch_compile"), "compile"),
     **dict.fromkeys(("sync_batchnorm",), "sync_bn"),
     **dict.fromkeys(("pretrained", "initial_checkpoint", "weights"), "init"),
+    **dict.fromkeys(("drop_path_rate", "stochastic_depth", "drop_connect", "drop_connect_rate"), "drop_path"),
+    **dict.fromkeys(("lr_layer_decay", "layerwise_lr_decay", "layer_wise_lr_decay", "layer_lr_decay", "ld"),
+                    "layer_decay"),
+    **dict.fromkeys(("freeze_backbone", "freeze_layers", "frozen"), "freeze"),
+    **dict.fromkeys(("freeze_epoch", "unfreeze_epoch", "unfreeze_at", "warmup_head_epochs", "probe_epochs"),
+                    "freeze_epochs"),
+    **dict.fromkeys(("head_lr", "head_lr_mult", "classifier_lr_scale", "lr_head_scale", "fc_lr_scale"),
+                    "head_lr_scale"),
     **dict.fromkeys(("gpus", "num_gpus", "devices"), "nproc_per_node"),
     **dict.fromkeys(("early_stopping_patience", "early_stop", "early_stopping", "es_patience"), "patience"),
     **dict.fromkeys(("eval_metric", "monitor", "metric_for_best_model", "save_best"), "select_metric"),
@@ -198,6 +206,14 @@ class TrainParams:
     init: str = _f("none")
     # Class-balanced sampling of the train split: none or sampler.
     balance: str = _f("none", choices=("none", "sampler"))
+    # Fine-tuning (tinyclf.train.freeze, tinyclf.train.param_groups): train only the classifier for
+    # the first freeze_epochs epochs (freeze: backbone); layer-wise lr decay (0 or 1: off); the
+    # classifier's lr as a multiple of the rest; stochastic depth (timm's drop_path_rate).
+    freeze: str = _f("none", choices=("none", "backbone"))
+    freeze_epochs: int = _f(0, ge=0, le=10000)
+    layer_decay: float = _f(0.0, ge=0, le=1)
+    head_lr_scale: float = _f(1.0, gt=0, le=1000)
+    drop_path: float = _f(0.0, ge=0, lt=1)
 
     @property
     def mixup_active(self) -> bool:
@@ -249,6 +265,7 @@ def _check_cross_field(params: Params, where: str) -> None:
     _check_holdout(d, fmt, where)
     if t.init.startswith("timm:") and not t.init[len("timm:"):]:
         raise ParamsError(f"{where}: train.init timm:<name> needs a model name, e.g. timm:resnet50.a1_in1k")
+    _check_freeze(t, where)
     lo, hi = t.rrc_scale
     if not (0 < lo <= hi <= 1):
         raise ParamsError(f"{where}: train.rrc_scale must be [min, max] with 0 < min <= max <= 1, got {t.rrc_scale}")
@@ -260,6 +277,21 @@ def _check_cross_field(params: Params, where: str) -> None:
         )
     if t.min_lr > t.lr:
         raise ParamsError(f"{where}: train.min_lr ({t.min_lr}) is larger than train.lr ({t.lr})")
+
+
+def _check_freeze(t: TrainParams, where: str) -> None:
+    """freeze: backbone needs an epoch count within the run and starting weights worth keeping."""
+    if t.freeze == "none":
+        if t.freeze_epochs:
+            raise ParamsError(f"{where}: train.freeze_epochs={t.freeze_epochs} has no effect with train.freeze: none; "
+                              "set train.freeze=backbone to train only the classifier for those epochs")
+        return
+    if not 1 <= t.freeze_epochs <= t.epochs:
+        raise ParamsError(f"{where}: train.freeze=backbone needs train.freeze_epochs between 1 and train.epochs "
+                          f"({t.epochs}), got {t.freeze_epochs}: the epochs that train only the classifier")
+    if t.init == "none":
+        raise ParamsError(f"{where}: train.freeze=backbone keeps the backbone as train.init loaded it, but train.init "
+                          "is none (random weights): set train.init to pretrained weights, or train.freeze=none")
 
 
 def _check_holdout(d: DataParams, fmt: registry.DatasetFormat, where: str) -> None:

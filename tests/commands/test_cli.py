@@ -134,6 +134,18 @@ def test_info_on_a_missing_model_is_one_line(tmp_path):
     assert "nope.pt" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_check_params_refuses_drop_path_for_a_model_without_it(tmp_path):
+    tree = real_params()
+    tree["train"].update(model="vgg11", drop_path=0.1)
+    out = tinyclf("check-params", write_params(tmp_path / "params.yaml", tree))
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        f"tinyclf check-params: {tmp_path / 'params.yaml'}: train.drop_path=0.1: vgg11 has no stochastic depth "
+        "(timm builds it without a drop_path_rate); set train.drop_path=0"]
+    tree["train"].update(model="resnet18", freeze="backbone", freeze_epochs=2, init="w.pt")
+    assert tinyclf("check-params", write_params(tmp_path / "params.yaml", tree)).returncode == 0
+
+
 def test_check_params_refuses_an_unknown_model_with_close_matches(tmp_path):
     tree = real_params()
     tree["train"]["model"] = "resnet9000"

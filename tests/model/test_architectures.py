@@ -106,6 +106,39 @@ def test_reference_learns_one_step_in_train_mode():
     assert m.stem[0].weight.grad.abs().sum() > 0
 
 
+def test_reference_drop_path_grows_with_depth_and_changes_no_weights():
+    """train.drop_path on the reference model: timm's rule (0 for the first block, the full rate for the
+    last), the same parameters, random in training and off in eval; the default model has none."""
+    plain, dropped = create_model("tiny_resnet50", 200), create_model("tiny_resnet50", 200, drop_path_rate=0.15)
+    assert not [m for m in plain.modules() if type(m).__name__ == "DropPath"]
+    blocks = [b for stage in (dropped.stage1, dropped.stage2, dropped.stage3, dropped.stage4) for b in stage]
+    assert blocks[0].drop_path is None and blocks[-1].drop_path.drop_prob == pytest.approx(0.15)
+    assert blocks[8].drop_path.drop_prob == pytest.approx(0.15 * 8 / 15)
+    assert count_parameters(dropped) == count_parameters(plain) == 20_503_688
+    assert dropped.state_dict().keys() == plain.state_dict().keys()
+    # Zero-initialised last BatchNorms make every branch 0 at the start, and dropping 0 changes nothing.
+    dropped = create_model("tiny_resnet50", 200, drop_path_rate=0.15, zero_init_last=False)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        dropped.train()
+        assert not torch.equal(dropped(x), dropped(x))
+        dropped.eval()
+        assert torch.equal(dropped(x), dropped(x))
+
+
+def test_drop_path_for_a_model_without_it_is_one_line():
+    from support.helpers import shrunk_params
+
+    from tinyclf.params import params_from_dict
+    from tinyclf.train.recipe import TrainingError
+    from tinyclf.train.setup import build_model
+
+    train_params = params_from_dict(shrunk_params(train__model="vgg11", train__drop_path=0.1)).train
+    with pytest.raises(TrainingError, match=r"^train.drop_path=0.1: vgg11 has no stochastic depth \(timm builds it "
+                                            r"without a drop_path_rate\); set train.drop_path=0$"):
+        build_model(train_params, 10)
+
+
 # ---------------------------------------------------------------- timm and unknown names
 def test_timm_passthrough_resnet18():
     m = create_model("resnet18", 10)

@@ -10,7 +10,9 @@ switching the Hugging Face Hub client to offline mode, as HF_HUB_OFFLINE=1 does)
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,18 +154,71 @@ def test_a_bad_init_stops_the_run_before_any_training(tmp_path):
     assert not (out / "model.pt").exists() and not (out / "ck" / "last.pt").exists() and not (out / "live").exists()
 
 
-def test_timm_pretrained_weights_offline_fail_with_the_key_and_the_model(monkeypatch):
+def _offline_with_cache(monkeypatch, cache):
+    """What HF_HUB_OFFLINE=1 and HF_HUB_CACHE=`cache` set (read by huggingface_hub when it imports,
+    so patched where it keeps them): no network attempt, this cache only. A machine without internet
+    gets the same error after the hub client's retries."""
     import huggingface_hub.constants
 
-    # What HF_HUB_OFFLINE=1 sets: no network attempt (a machine without internet gets the same error
-    # after the hub client's retries).
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+
+def write_hub_cache(cache, repo_id: str, state: dict) -> Path:
+    """`repo_id`'s model.safetensors and config.json in the Hugging Face cache layout, as `hf download`
+    leaves them (refs/main naming the snapshot); returns the snapshot folder."""
+    from safetensors.torch import save_file
+
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text(json.dumps({"architecture": MODEL, "num_classes": 1000,
+                                                      "pretrained_cfg": {"tag": "r160_in1k"}}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_timm_pretrained_weights_come_from_the_hugging_face_cache_offline(monkeypatch, tmp_path):
+    source = seeded_model(1000, seed=4)
+    snapshot = write_hub_cache(tmp_path / "hub", "timm/test_resnet.r160_in1k", source.state_dict())
+    _offline_with_cache(monkeypatch, tmp_path / "hub")
+    model = seeded_model(3)
+    record = apply_init(model, "timm:test_resnet.r160_in1k", model_name=MODEL)
+    assert record["kind"] == "timm" and record["classifier_reinitialised"] and record["loaded"] == record["total"] - 2
+    assert record["description"] == "timm's pretrained test_resnet.r160_in1k, from the Hugging Face cache"
+    assert record["md5"] == hashlib.md5((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    assert torch.equal(model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+
+
+def test_a_hugging_face_folder_loads_and_is_named_by_its_config(tmp_path):
+    source = seeded_model(1000, seed=4)
+    snapshot = write_hub_cache(tmp_path / "hub", "timm/test_resnet.r160_in1k", source.state_dict())
+    folder = tmp_path / "test_resnet"
+    shutil.copytree(snapshot, folder)  # what `hf download timm/test_resnet.r160_in1k --local-dir DIR` leaves
+    record = apply_init(seeded_model(3), str(folder), model_name=MODEL)
+    assert record["kind"] == "folder" and record["loaded"] == record["total"] - 2
+    assert record["description"] == "timm's test_resnet.r160_in1k, 1000 classes in model.safetensors"
+    assert init_text({"init": record}).startswith("`test_resnet` (timm's test_resnet.r160_in1k, 1000 classes in "
+                                                  "model.safetensors, md5 `")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InitWeightsError, match=r"a folder without model.safetensors or pytorch_model.bin \(as "
+                                               r"`hf download timm/<name> --local-dir DIR` leaves it\)$"):
+        apply_init(seeded_model(3), str(folder), model_name=MODEL)
+
+
+def test_timm_pretrained_weights_neither_cached_nor_reachable_fail_in_one_line(monkeypatch, tmp_path):
+    _offline_with_cache(monkeypatch, tmp_path / "empty")
     with pytest.raises(InitWeightsError) as caught:
         apply_init(seeded_model(3), "timm:test_resnet.r160_in1k", model_name=MODEL)
     message = str(caught.value)
     assert len(message.splitlines()) == 1
-    assert message.startswith("train.init='timm:test_resnet.r160_in1k': could not get timm's pretrained weights "
-                              "for 'test_resnet.r160_in1k'") and "internet" in message
+    assert message == (f"train.init='timm:test_resnet.r160_in1k': timm's weights for 'test_resnet.r160_in1k' are "
+                       f"not in the Hugging Face cache ({tmp_path / 'empty'}) and HF_HUB_OFFLINE=1 is set "
+                       "(LocalEntryNotFoundError); where there is internet, run `hf download "
+                       "timm/test_resnet.r160_in1k --local-dir DIR` and set train.init to DIR")
     with pytest.raises(InitWeightsError, match="'no_such_net' is not a timm model"):
         apply_init(seeded_model(3), "timm:no_such_net", model_name=MODEL)
     with pytest.raises(InitWeightsError, match="timm has no pretrained weights for 'resnet18.no_such_tag'"):

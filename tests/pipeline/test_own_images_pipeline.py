@@ -164,7 +164,9 @@ def test_a_new_photo_repacks_and_reprepares(pipeline):
 
 def test_fine_tuning_from_the_trained_model_on_another_folder(pipeline, tmp_path):
     """`train.init` from a model trained on 10 classes, on a 3-class flat folder: every layer but the
-    classifier loads, the classifier is re-initialised, and the report says so."""
+    classifier loads, the classifier is re-initialised, and the report says so. The fine-tuning
+    controls go through `dvc exp run -S` like any param: the first epoch trains only the classifier,
+    layers learn at decayed rates, the classifier at 10x, with drop path; report and card say so."""
     repo, env, spec, _ = pipeline
     weights = tmp_path / "ten_classes.pt"
     shutil.copy(repo / "models/model.pt", weights)  # the experiment below replaces models/model.pt
@@ -172,10 +174,20 @@ def test_fine_tuning_from_the_trained_model_on_another_folder(pipeline, tmp_path
     for cls in spec.class_dirs[:3]:
         shutil.copytree(spec.root / "train" / cls, flat / cls)
     out = run(["dvc", "exp", "run", "-S", f"download.source={flat}", "-S", f"train.init={weights}",
-               "-S", "train.epochs=1"], repo, env)
+               "-S", "train.epochs=2", "-S", "train.freeze=backbone", "-S", "train.freeze_epochs=1",
+               "-S", "train.layer_decay=0.7", "-S", "train.head_lr_scale=10", "-S", "train.drop_path=0.05"], repo, env)
     assert ran_stages(out.stdout + out.stderr)[:3] == ["download", "preprocess", "train"]
+    assert "epoch 2: the whole network trains from here" in out.stdout + out.stderr
     report = (repo / "results/summary/report.md").read_text()
     line = next(line for line in report.splitlines() if "Initial weights" in line)
     assert "ten_classes.pt" in line and "classifier re-initialised" in line, line
     loaded, total = map(lambda s: int(s.replace(",", "")), re.search(r"([\d,]+) of ([\d,]+) tensors loaded", line).groups())
     assert total - loaded == 2 and loaded > 50, line  # all but the classifier's weight and bias
+    card = (repo / "results/summary/model_card.md").read_text()
+    for text in (report.lower(), card.lower()):  # the report's list starts each sentence with a capital
+        assert "backbone frozen for epoch 1 of 2 (`train.freeze_epochs`): only the classifier (`fc.bias`, " \
+               "`fc.weight`) trained" in text, text
+        assert "layer-wise lr decay 0.7 (`train.layer_decay`) over 6 layer groups: lr ×0.168 for `conv1.0.weight` " \
+               "… ×1 for `fc.weight`" in text
+        assert "classifier lr ×10 (`train.head_lr_scale`)" in text and "drop path 0.05 (`train.drop_path`)" in text
+    assert "    - layer 4: `layer4.0.conv1.weight` … `layer4.0.downsample.2.bias` (9 tensors), lr ×0.7" in report

@@ -1,5 +1,7 @@
 """Interrupt and resume: kill -9 mid-epoch, SIGTERM, then resume to the same weights as an uninterrupted run,
-with the data loaded per image by workers and with the data and augmentation on the device.
+with the data loaded per image by workers and with the data and augmentation on the device; the
+device case also fine-tunes (a backbone frozen for the first epoch, layer decay, a classifier lr
+scale, drop path), killed while frozen and stopped after the switch, so the resumed run crosses it.
 
 CPU, one thread, deterministic: the data order depends only on (seed, epoch) (class-balanced draws
 with train.balance: sampler too), augmentation on (seed, epoch, index or draw position), and every RNG state is in the checkpoint, so the resumed run must match the
@@ -18,6 +20,7 @@ from support.helpers import shrunk_params, write_params
 from support.synthetic_prepared import write_prepared
 from support.train_stage import kill_when, start_stage, wait_for_checkpoint
 
+from tinyclf.model.architectures import create_model
 from tinyclf.params import params_from_dict
 from tinyclf.train import checkpoint
 from tinyclf.train.run import run_training
@@ -25,14 +28,20 @@ from tinyclf.train.run import run_training
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("backend, balance", [("workers", "none"), ("device", "none"), ("workers", "sampler")])
-def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path, backend, balance):
+@pytest.mark.parametrize("backend, balance, finetune", [("workers", "none", False), ("device", "none", True),
+                                                       ("workers", "sampler", False)])
+def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path, backend, balance, finetune):
     prepared = write_prepared(tmp_path / "prepared", num_classes=4, train_per_class=32, val_per_class=8)
+    finetuning = {}
+    if finetune:
+        torch.save(create_model("test_resnet", 7).state_dict(), tmp_path / "source.pt")
+        finetuning = dict(train__init=str(tmp_path / "source.pt"), train__freeze="backbone", train__freeze_epochs=1,
+                          train__layer_decay=0.7, train__head_lr_scale=10.0, train__drop_path=0.1)
     # 8 optimizer steps per epoch, 3 epochs; step checkpoints every 3 steps land mid-epoch.
     tree = shrunk_params(train__model="test_resnet", train__crop="pad_crop", train__lr=0.4, train__epochs=3,
                          train__deterministic=True, train__checkpoint_every_steps=3, train__mixup=0.2,
                          train__cutmix=1.0, train__random_erasing=0.25, train__ema=True, train__save_weights="ema",
-                         train__aug_backend=backend, train__balance=balance)
+                         train__aug_backend=backend, train__balance=balance, **finetuning)
     params_file = write_params(tmp_path / "params.yaml", tree)
 
     ref = tmp_path / "ref"
@@ -47,7 +56,10 @@ def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path
 
     # Resume, then stop it politely: SIGTERM saves a checkpoint at the next step and exits 128 + 15.
     proc = start_stage(params_file, prepared, out)
-    wait_for_checkpoint(ck, proc, lambda state: state["update"] > killed["update"])
+    # Fine-tuning: past the switch at step 8 (the killed run was still frozen).
+    stop_after = 8 if finetune else killed["update"]
+    assert killed["update"] < 8 or not finetune
+    wait_for_checkpoint(ck, proc, lambda state: state["update"] > stop_after)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -64,6 +76,8 @@ def test_kill_9_and_sigterm_then_resume_reach_the_uninterrupted_weights(tmp_path
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     assert a["meta"] == b["meta"]
+    if finetune:
+        assert "the whole network trains from here" in err and a["meta"]["finetune"]["freeze"]["epochs"] == 1
     # The checkpoint's optimizer state matches as well (momentum buffers included).
     ca, cb = checkpoint.load(ref / "ck" / "last.pt"), checkpoint.load(ck)
     assert ca["update"] == cb["update"] == 24

@@ -29,8 +29,22 @@ def _check_params(args) -> int:
         check_model_name(params.train.model)
     except ModelError as exc:
         raise ParamsError(f"{args.path}: train.model: {exc}") from None
+    _check_finetune_model(params, args.path)
     print(f"{args.path}: ok ({params.data.dataset}, source {params.download.source}, model {params.train.model})")
     return 0
+
+
+def _check_finetune_model(params, path) -> None:
+    """What train.drop_path, train.freeze and train.head_lr_scale need of the model, as the train stage
+    will check it (building the model: only when one of them is set)."""
+    from tinyclf.params import ParamsError
+    from tinyclf.train.recipe import TrainingError
+    from tinyclf.train.setup import check_finetune_model
+
+    try:
+        check_finetune_model(params.train)
+    except TrainingError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
 
 
 def _info(args) -> int:

@@ -40,9 +40,12 @@ class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, plus a shortcut, then ReLU."""
+    """1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, plus a shortcut, then ReLU. With
+    `drop_path` > 0 the residual branch is dropped per sample with that probability in training
+    (stochastic depth, timm's DropPath, as timm's ResNet places it)."""
 
-    def __init__(self, in_channels: int, width: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, width: int, out_channels: int, stride: int = 1,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -57,13 +60,25 @@ class Bottleneck(nn.Module):
             )
         else:
             self.shortcut = nn.Identity()
+        # None rather than an Identity when off: the default model's module table stays as published.
+        self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Functional ReLUs: they hold no state, and one module per call would only pad the table.
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return F.relu(out + self.shortcut(x), inplace=True)
+
+
+def _drop_path(rate: float) -> nn.Module | None:
+    if rate <= 0:
+        return None
+    from timm.layers import DropPath
+
+    return DropPath(rate)
 
 
 class TinyResNet50(nn.Module):
@@ -77,7 +92,8 @@ class TinyResNet50(nn.Module):
     STAGE_BLOCKS = (3, 4, 6, 3)
     STAGE_OUT = (256, 512, 1024, 2048)
 
-    def __init__(self, num_classes: int, in_chans: int = 3, *, zero_init_last: bool = True) -> None:
+    def __init__(self, num_classes: int, in_chans: int = 3, *, zero_init_last: bool = True,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = nn.Sequential(
@@ -87,9 +103,13 @@ class TinyResNet50(nn.Module):
         )
         in_channels = 64
         stages = []
+        # Stochastic depth grows linearly with depth, 0 for the first block (timm's ResNet rule).
+        total = sum(self.STAGE_BLOCKS)
+        rates = iter([drop_path_rate * index / (total - 1) for index in range(total)])
         for blocks, out_channels in zip(self.STAGE_BLOCKS, self.STAGE_OUT):
-            layers = [Bottleneck(in_channels, in_channels // 4, out_channels, stride=2)]
-            layers += [Bottleneck(out_channels, out_channels // 4, out_channels) for _ in range(blocks - 1)]
+            layers = [Bottleneck(in_channels, in_channels // 4, out_channels, stride=2, drop_path=next(rates))]
+            layers += [Bottleneck(out_channels, out_channels // 4, out_channels, drop_path=next(rates))
+                       for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             in_channels = out_channels
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
@@ -122,6 +142,11 @@ class TinyResNet50(nn.Module):
                 if isinstance(module, Bottleneck):
                     nn.init.zeros_(module.bn3.weight)
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's layer grouping (used by layer-wise lr decay, `timm.optim`): the stem, then one group per
+        block (per stage when `coarse`); what no pattern matches, the classifier, comes last."""
+        return {"stem": r"^stem", "blocks": r"^stage(\d+)" if coarse else r"^stage(\d+)\.(\d+)"}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.stage1(x)
@@ -133,8 +158,9 @@ class TinyResNet50(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def tiny_resnet50(num_classes: int, *, zero_init_last: bool = True, in_chans: int = 3) -> TinyResNet50:
-    return TinyResNet50(num_classes, in_chans, zero_init_last=zero_init_last)
+def tiny_resnet50(num_classes: int, *, zero_init_last: bool = True, in_chans: int = 3,
+                  drop_path_rate: float = 0.0) -> TinyResNet50:
+    return TinyResNet50(num_classes, in_chans, zero_init_last=zero_init_last, drop_path_rate=drop_path_rate)
 
 
 # A plain dict rather than timm's @register_model: timm passes pretrained_cfg and friends to

@@ -7,8 +7,13 @@
   objects, such as an argparse Namespace, is refused), possibly wrapped as `{"state_dict": …}`,
   `{"model": …}`, `{"state_dict_ema": …}` (EMA weights are preferred when there are both), or a
   `.safetensors` file;
-- `timm:<name>`: timm's pretrained weights for `<name>` (`timm.create_model(name, pretrained=True)`,
-  downloaded from the Hugging Face Hub: needs the internet, or timm's local cache).
+- a folder in Hugging Face / timm layout, as `hf download timm/<name> --local-dir DIR` (or the
+  older `huggingface-cli download`) leaves it: model.safetensors (or pytorch_model.bin) beside
+  config.json, whose `architecture` and tag name the weights in the record;
+- `timm:<name>`: timm's pretrained weights for `<name>` (`timm.create_model(name, pretrained=True)`):
+  from the local Hugging Face cache when they are there, else downloaded from the Hub; with
+  `HF_HUB_OFFLINE=1` from the cache only. Weights neither cached nor reachable fail in one line
+  that says how to get them onto the machine.
 
 Matching: after dropping wrapper prefixes (`module.` from DDP, `_orig_mod.` from torch.compile,
 and one leading name shared by every key when that matches more, such as Lightning's `model.`),
@@ -40,6 +45,7 @@ TIMM_PREFIX = "timm:"
 # set (timm's own load_checkpoint prefers them too). `ema`/`model` are tinyclf's checkpoints/last.pt.
 WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a Hugging Face / timm folder's, preferred first
 MAX_GROUPS = 50  # not-loaded groups kept in the record (the rest are counted)
 
 
@@ -52,7 +58,7 @@ class SourceWeights:
     """The tensors `train.init` points at, and what to call them in messages and the report."""
 
     state: dict[str, torch.Tensor]
-    kind: str  # file | timm
+    kind: str  # file | folder | timm
     description: str  # "a tinyclf model file (resnet18, 10 classes)", "a state dict", …
     md5: str | None  # of the file; None for timm's download
 
@@ -97,14 +103,16 @@ def init_source_text(source: str) -> str:
 def read_source(init: str) -> SourceWeights:
     if init.startswith(TIMM_PREFIX):
         return timm_pretrained(init[len(TIMM_PREFIX):], init)
+    if Path(init).is_dir():
+        return read_weights_folder(Path(init), init)
     return read_weights_file(Path(init), init)
 
 
 def read_weights_file(path: Path, init: str) -> SourceWeights:
     """A state dict from a tinyclf model file, a torch file or a .safetensors file."""
     if not path.is_file():
-        raise InitWeightsError(f"train.init={init!r}: {'is a directory' if path.is_dir() else 'no such file'}; "
-                               "give a .pt/.pth/.safetensors file, timm:<name>, or none")
+        raise InitWeightsError(f"train.init={init!r}: no such file or folder; give a .pt/.pth/.safetensors file, a "
+                               "folder holding model.safetensors, timm:<name>, or none")
     if path.suffix == ".safetensors":
         return SourceWeights(_read_safetensors(path, init), "file", "a safetensors state dict", file_md5(path))
     try:
@@ -117,6 +125,32 @@ def read_weights_file(path: Path, init: str) -> SourceWeights:
         meta = payload.get("meta") if isinstance(payload.get("meta"), Mapping) else {}
         description = f"a tinyclf model file ({meta.get('model', '?')}, {meta.get('num_classes', '?')} classes)"
     return SourceWeights(unwrap_state_dict(payload, init), "file", description, file_md5(path))
+
+
+def read_weights_folder(path: Path, init: str) -> SourceWeights:
+    """The weights of a Hugging Face / timm folder: model.safetensors, else pytorch_model.bin, named
+    by its config.json when it has one."""
+    weights = next((path / name for name in FOLDER_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise InitWeightsError(f"train.init={init!r}: a folder without {' or '.join(FOLDER_WEIGHTS)} (as "
+                               "`hf download timm/<name> --local-dir DIR` leaves it)")
+    source = read_weights_file(weights, init)
+    return SourceWeights(source.state, "folder", f"{folder_config_name(path)} in {weights.name}", source.md5)
+
+
+def folder_config_name(path: Path) -> str:
+    """What a folder's config.json says the weights are: timm's `architecture` and pretrained tag."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return "weights without a readable config.json"
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        return "weights (config.json names no architecture)"
+    tag = (config.get("pretrained_cfg") or {}).get("tag") if isinstance(config.get("pretrained_cfg"), dict) else None
+    classes = f", {config['num_classes']} classes" if isinstance(config.get("num_classes"), int) else ""
+    return f"timm's {config['architecture']}{'.' + tag if tag else ''}{classes}"
 
 
 def _read_safetensors(path: Path, init: str) -> dict[str, torch.Tensor]:
@@ -143,16 +177,46 @@ def timm_pretrained(name: str, init: str) -> SourceWeights:
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise InitWeightsError(f"train.init={init!r}: timm has no pretrained weights for {name!r} "
                                "(see timm.list_pretrained())")
+    cached = hub_cache_file(cfg.hf_hub_id)
     try:
         # The pretrained head is kept (timm's own class count): the matching then re-initialises our
         # classifier by its shape, instead of loading timm's freshly drawn one as if it were trained.
         source = timm.create_model(name, pretrained=True)
     except Exception as exc:  # noqa: BLE001 - offline, hub errors, a broken cache: all end here
-        raise InitWeightsError(f"train.init={init!r}: could not get timm's pretrained weights for {name!r} "
-                               f"({type(exc).__name__}: {_first_line(exc)}); they are downloaded from the "
-                               "Hugging Face Hub, which needs the internet: offline, point train.init at a local "
-                               ".pth/.safetensors file") from None
-    return SourceWeights(dict(source.state_dict()), "timm", f"timm's pretrained {name}", None)
+        if cached:
+            raise InitWeightsError(f"train.init={init!r}: timm could not load the cached weights {cached} "
+                                   f"({type(exc).__name__}: {_first_line(exc)})") from None
+        raise InitWeightsError(f"train.init={init!r}: {unreachable_text(name, cfg.hf_hub_id, exc)}") from None
+    where = ("the Hugging Face cache" if cached else "the Hugging Face Hub") if cfg.hf_hub_id else "timm's download"
+    found = hub_cache_file(cfg.hf_hub_id)
+    return SourceWeights(dict(source.state_dict()), "timm", f"timm's pretrained {name}, from {where}",
+                         file_md5(Path(found)) if found else None)
+
+
+def hub_cache_file(repo_id: str | None) -> str | None:
+    """The path of `repo_id`'s model.safetensors in the local Hugging Face cache, or None."""
+    if not repo_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = repo_id.partition("@")
+    found = try_to_load_from_cache(repo, "model.safetensors", revision=revision or None)
+    return found if isinstance(found, str) else None
+
+
+def unreachable_text(name: str, repo_id: str | None, exc: Exception) -> str:
+    """Why timm's weights could not be had, and how to get them onto this machine."""
+    from huggingface_hub import constants
+
+    cause = f"{type(exc).__name__}: {_first_line(exc)}"
+    if constants.HF_HUB_OFFLINE:
+        cause = type(exc).__name__  # its text only says it is offline again
+    if not repo_id:
+        return f"could not download timm's pretrained weights for {name!r} ({cause}); this needs the internet"
+    offline = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hub was not reachable"
+    return (f"timm's weights for {name!r} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"{offline} ({cause}); where there is internet, run `hf download {repo_id} --local-dir DIR` "
+            "and set train.init to DIR")
 
 
 def unwrap_state_dict(payload, init: str) -> dict[str, torch.Tensor]:

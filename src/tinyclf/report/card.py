@@ -7,8 +7,9 @@ and `tinyclf.report.reference`, so the two files never disagree.
 
 from __future__ import annotations
 
-from tinyclf.report.facts import (cost_text, export_text, group_accuracy, imbalance_warning, init_text,
-                                  kept_epoch_text, metrics_table, source_text, split_counts, train_balance, trained_with)
+from tinyclf.report.facts import (cost_text, export_text, finetune_texts, group_accuracy, imbalance_warning,
+                                  init_text, kept_epoch_text, metrics_table, source_text, split_counts, train_balance,
+                                  trained_with)
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import macs_text, pct
 from tinyclf.report.reference import comparability_note, generated_banner, reference_text, reference_verdict
@@ -34,6 +35,7 @@ def _details(inputs: Inputs) -> list[str]:
         "",
         f"- Architecture: `{meta['model']}` (`tinyclf.model.architectures.create_model`)",
         f"- Initial weights: {init_text(meta)}",
+        *[f"- Fine-tuning: {text}" for text in finetune_texts(meta)],
         f"- Parameters: {table['total_params']:,}; mult-adds per image: {macs_text(table['total_mult_adds'])}",
         f"- Input: RGB {meta['image_size']}×{meta['image_size']}, scaled to 0–1 and normalized with "
         f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",

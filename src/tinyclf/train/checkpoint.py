@@ -46,6 +46,7 @@ from tinyclf.train.distributed import DistInfo
 
 if TYPE_CHECKING:
     from tinyclf.train.engine import Progress
+    from tinyclf.train.freeze import BackboneFreeze
     from tinyclf.train.selection import EpochSelection
 
 CHECKPOINT_FORMAT = "tinyclf-checkpoint-v1"
@@ -187,7 +188,9 @@ def _read_what_main_read(path: Path, position: dict) -> tuple[dict | None, str |
 class Trainables:
     """The objects whose state a checkpoint holds. `ema` is timm's ModelEmaV3; `scaler` exists for fp16
     only; `init` is the record of the starting weights (`tinyclf.model.init_weights.apply_init`);
-    `selection` the best epoch so far and the patience count (`tinyclf.train.selection`)."""
+    `selection` the best epoch so far and the patience count (`tinyclf.train.selection`). Two hold no
+    state of their own and are built again on resume: `freeze` (`tinyclf.train.freeze`: the epoch
+    decides) and `finetune` (what the fine-tuning params set up, for the model file's meta)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -196,6 +199,8 @@ class Trainables:
     scaler: torch.amp.GradScaler | None = None
     init: dict | None = None
     selection: EpochSelection | None = None
+    freeze: BackboneFreeze | None = None
+    finetune: dict | None = None
 
 
 class RunCheckpoint:

@@ -72,6 +72,9 @@ class StepRecipe:
     # Turns a loaded batch into (model input, loss target, hard label for accuracy) on the device.
     prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
     params: list = field(default_factory=list)  # parameters to clip
+    # After model.train() at an epoch's start: modules that stay in eval mode (a frozen backbone's
+    # BatchNorm, `tinyclf.train.freeze`).
+    hold_in_eval: Callable[[nn.Module], None] | None = None
 
 
 @dataclass
@@ -243,6 +246,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, recipe: StepRecipe, prog
     control = control or StepControl()
     no_sync = _no_sync_context(model)
     model.train()
+    if recipe.hold_in_eval is not None:
+        recipe.hold_in_eval(raw_model)
     recipe.optimizer.zero_grad(set_to_none=True)
     sums, clock = _DeviceSums(device), _EpochClock(device, progress)
     in_step, step_images, images_done, stopped = 0, 0, 0, False

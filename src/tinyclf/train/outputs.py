@@ -34,6 +34,8 @@ def write_outputs(run: RunSetup, paths: RunPaths, data: TrainData, parts: Traina
                                    ModelInput(data.mean, data.std, channels_last=run.train.channels_last),
                                    run.info.device, run.autocast_dtype)
     meta = model_meta(run, data, parts.init, epochs_run=progress.epoch, selected=selected)
+    if parts.finetune is not None:
+        meta["finetune"] = parts.finetune
     meta.update(temperature=calibration["temperature"], calibration=calibration)
     save_model_file(paths.model_out, weights, meta)
     record = run_record(run, data, progress)

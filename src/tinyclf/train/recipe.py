@@ -119,10 +119,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # all CUDA devices too
 
 
-def build_optimizer(model: nn.Module, train_params) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, train_params, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """timm's optimizer over `model` (no weight decay on norms and biases), or over the parameter
+    groups of a fine-tuning run (`tinyclf.train.param_groups`), which carry their own decay and scale."""
     from timm.optim import create_optimizer_v2
 
-    return create_optimizer_v2(model, opt=train_params.opt, lr=scaled_lr(train_params),
+    return create_optimizer_v2(model if groups is None else groups, opt=train_params.opt, lr=scaled_lr(train_params),
                                weight_decay=train_params.weight_decay, momentum=train_params.momentum,
                                filter_bias_and_bn=True)
 

@@ -39,11 +39,12 @@ from tinyclf.train.distributed import DistInfo
 from tinyclf.train.engine import (NonFiniteLossError, Progress, StepControl, StepRecipe, evaluate, train_one_epoch,
                                   unwrap)
 from tinyclf.train.outputs import write_outputs
+from tinyclf.train.param_groups import schedule_lr
 from tinyclf.train.recipe import (TrainingError, configure_determinism, precision_note, resolve_compile,
                                   resolve_precision)
 from tinyclf.train.run_log import RunLog, say
 from tinyclf.train.setup import (RunPaths, RunSetup, build_step_recipe, build_trainables, check_same_run_everywhere,
-                                 describe_run, resume_or_start, wrap_for_training)
+                                 describe_run, enter_epoch, resume_or_start, wrap_for_training)
 from tinyclf.train.signals import Interrupted, StopRequest, stop_on_signals
 
 COLLECTIVE_TIMEOUT_S = 600.0
@@ -83,16 +84,10 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     ckpt = RunCheckpoint(paths.checkpoints, fingerprint, parts, info)
     progress = Progress()
     resumed_from = resume_or_start(ckpt, state, progress, train_params, info)
+    enter_epoch(parts, progress.epoch)  # a frozen backbone (train.freeze) before DDP sees the parameters
     train_model = wrap_for_training(parts.model, train_params, info)
     recipe = build_step_recipe(train_params, parts, data, info, precision)
-    log = None
-    if info.is_main:
-        log = RunLog(paths.live, params.to_dict(), start_epoch=progress.epoch,
-                     resuming=progress.epoch > 0 or progress.update > 0)
-        say(describe_run(run, data))
-        note = precision_note(train_params.precision, info.device)
-        if note:
-            say(note)
+    log = _start_log(run, paths, data, progress)
     cost = RunCost(train_params.model, data.num_classes, data.image_size, info.device.type, device_name(info.device),
                    info.world_size, compiled=resolve_compile(train_params, info.device))
     evals: dict[str, dict] = {}
@@ -102,13 +97,18 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
         for epoch in range(progress.epoch, num_epochs):
             if selection.stopped_early:
                 break  # resumed after the decision to stop: nothing more to train
+            if enter_epoch(parts, epoch):  # the backbone unfreezes: DDP must register its parameters
+                train_model = wrap_for_training(parts.model, train_params, info)
+                if info.is_main:
+                    say(f"train: epoch {epoch + 1}: the whole network trains from here (only the classifier "
+                        f"trained in the first {epoch}, train.freeze_epochs)")
             train_stats = train_epoch(run, train_model, data, recipe, progress, ckpt, stop)
             cost.add_epoch(train_stats["seconds"], train_stats["images"])
             evals = validate(run, parts, data)
             select_epoch(run, parts, epoch, evals)
             step_epoch_scheduler(parts.scheduler, train_params, epoch, evals[run.weights])
             if log is not None:
-                log.log_epoch(epoch, num_epochs, train_stats, evals, run.weights, parts.optimizer.param_groups[0]["lr"],
+                log.log_epoch(epoch, num_epochs, train_stats, evals, run.weights, schedule_lr(parts.optimizer),
                               mfu=cost.mfu(train_stats["images_per_s"]))
             progress.end_epoch(train_stats["seconds"], train_stats["images"])
             # Logged before saved: a kill in between re-runs this epoch and the log drops its row on resume.
@@ -126,6 +126,19 @@ def _train(info: DistInfo, params, paths: RunPaths, *, progress_bar: bool) -> di
     seconds = progress.run_seconds
     return {"epochs": progress.epoch, "val": evals.get(run.weights, {}), "train_seconds": seconds,
             "images_per_s": progress.run_images / seconds if seconds > 0 else None, "resumed_from": resumed_from}
+
+
+def _start_log(run: RunSetup, paths: RunPaths, data: TrainData, progress: Progress) -> RunLog | None:
+    """Rank 0: the DVCLive log (continued when resuming) and the run's first console lines."""
+    if not run.info.is_main:
+        return None
+    log = RunLog(paths.live, run.params.to_dict(), start_epoch=progress.epoch,
+                 resuming=progress.epoch > 0 or progress.update > 0)
+    say(describe_run(run, data))
+    note = precision_note(run.train.precision, run.info.device)
+    if note:
+        say(note)
+    return log
 
 
 def _refuse_selection_without_val(train_params, data: TrainData) -> None:

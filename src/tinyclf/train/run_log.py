@@ -8,7 +8,9 @@ epoch: `train/loss`, `train/acc`, `val/loss`, `val/top1`, `val/top5` (the weight
 metrics.json also holds `selected`: the epoch the model file kept, by which metric, its value and
 whether the run stopped early (`tinyclf.train.selection`).
 `lr` is the learning rate after the epoch's last scheduler step: with per-step schedules, the one
-the next epoch starts with (timm's per-step rate changes within every epoch).
+the next epoch starts with (timm's per-step rate changes within every epoch). It is the schedule's
+rate: with `train.layer_decay` or `train.head_lr_scale`, each parameter group learns at it times the
+group's scale (the model file's meta `finetune` lists the scales; `tinyclf.train.param_groups`).
 """
 
 from __future__ import annotations

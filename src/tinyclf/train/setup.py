@@ -26,13 +26,15 @@ from torch import nn
 from tinyclf.augment.batch import build_batch_preparer
 from tinyclf.environment import device_name
 from tinyclf.model.architectures import create_model
-from tinyclf.model.init_weights import InitWeightsError, apply_init, describe_init
+from tinyclf.model.init_weights import InitWeightsError, apply_init, classifier_names, describe_init
 from tinyclf.params import Params, TrainParams
 from tinyclf.train import checkpoint, distributed
 from tinyclf.train.checkpoint import RunCheckpoint, Trainables
 from tinyclf.train.data_setup import TrainData, load_train_data
 from tinyclf.train.distributed import DistInfo
 from tinyclf.train.engine import Progress, StepControl, StepRecipe, train_one_epoch
+from tinyclf.train.freeze import BackboneFreeze
+from tinyclf.train.param_groups import build_param_groups, layer_scales, needs_param_groups
 from tinyclf.train.recipe import (AUTOCAST_DTYPES, TrainingError, build_loss_and_mixup, build_optimizer,
                                   build_scheduler, configure_determinism, resolve_compile, resolve_precision,
                                   scaled_lr, seed_everything)
@@ -99,7 +101,7 @@ def build_trainables(train_params, data: TrainData, info: DistInfo, precision: s
     from timm.utils import ModelEmaV3
 
     seed_everything(train_params.seed)  # the same initial weights on every rank
-    model = create_model(train_params.model, data.num_classes).to(info.device)
+    model = build_model(train_params, data.num_classes).to(info.device)
     init = load_init_everywhere(model, train_params, info) if load_init else None
     if train_params.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -108,13 +110,61 @@ def build_trainables(train_params, data: TrainData, info: DistInfo, precision: s
             raise TrainingError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
                                 "set train.sync_bn=false for CPU runs")
         model = convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, train_params)
+    classifier = classifier_names(model)
+    groups = build_param_groups(model, train_params, classifier) if needs_param_groups(train_params) else None
+    optimizer = build_optimizer(model, train_params, groups)
+    freeze = BackboneFreeze.from_params(train_params, model, classifier)
     scheduler, num_epochs = build_scheduler(optimizer, train_params, data.plan.updates_per_epoch)
     ema = (ModelEmaV3(model, decay=train_params.ema_decay, use_warmup=True, warmup_power=3 / 4)
            if train_params.ema else None)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     selection = EpochSelection.from_params(train_params)
-    return Trainables(model, optimizer, scheduler, ema, scaler, init, selection), num_epochs
+    parts = Trainables(model, optimizer, scheduler, ema, scaler, init, selection, freeze,
+                       finetune_record(model, train_params, freeze))
+    return parts, num_epochs
+
+
+def build_model(train_params, num_classes: int) -> nn.Module:
+    """train.model with `num_classes` outputs and, when train.drop_path asks, stochastic depth."""
+    if train_params.drop_path <= 0:
+        return create_model(train_params.model, num_classes)
+    try:
+        return create_model(train_params.model, num_classes, drop_path_rate=train_params.drop_path)
+    except TypeError as exc:
+        if "drop_path_rate" not in str(exc):
+            raise
+        raise TrainingError(f"train.drop_path={train_params.drop_path}: {train_params.model} has no stochastic depth "
+                            "(timm builds it without a drop_path_rate); set train.drop_path=0") from None
+
+
+def check_finetune_model(train_params) -> None:
+    """What the fine-tuning params need of train.model (stochastic depth, a classifier apart from the
+    rest), checked on the model built with 2 classes; TrainingError in one line. For `check-params`:
+    a run checks the same as it builds its model."""
+    if train_params.drop_path == 0 and train_params.freeze == "none" and train_params.head_lr_scale == 1:
+        return
+    model = build_model(train_params, 2)
+    classifier = classifier_names(model)
+    BackboneFreeze.from_params(train_params, model, classifier)
+    if needs_param_groups(train_params):
+        build_param_groups(model, train_params, classifier)
+
+
+def finetune_record(model: nn.Module, train_params, freeze: BackboneFreeze | None) -> dict | None:
+    """The model file's `finetune`: what was frozen and for how long, the layer-decay schedule, the
+    classifier's rate and the drop-path rate; None when no fine-tuning control is on."""
+    scales = layer_scales(model, train_params)
+    if freeze is None and not scales and train_params.head_lr_scale == 1 and train_params.drop_path == 0:
+        return None
+    layer_decay = {"decay": train_params.layer_decay, "layers": [s.record() for s in scales]} if scales else None
+    return {"freeze": freeze.record(model) if freeze is not None else None, "layer_decay": layer_decay,
+            "head_lr_scale": train_params.head_lr_scale, "drop_path": train_params.drop_path}
+
+
+def enter_epoch(parts: Trainables, epoch: int) -> bool:
+    """Freeze or unfreeze the backbone for `epoch` (`train.freeze`); True when what trains changed,
+    and the model must be wrapped again (DDP registers only the parameters that train)."""
+    return parts.freeze is not None and parts.freeze.enter_epoch(parts.model, epoch)
 
 
 def load_init_everywhere(model: nn.Module, train_params, info: DistInfo) -> dict:
@@ -170,7 +220,10 @@ def build_step_recipe(train_params, parts: Trainables, data: TrainData, info: Di
     return StepRecipe(optimizer=parts.optimizer, loss_fn=loss_fn, scheduler=parts.scheduler, ema=parts.ema,
                       scaler=parts.scaler, autocast_dtype=AUTOCAST_DTYPES[precision],
                       accum_steps=train_params.accum_steps, clip_grad=train_params.clip_grad, prepare=prepare,
-                      params=[p for p in parts.model.parameters() if p.requires_grad])
+                      # Every parameter, frozen ones too: they have no gradient while frozen, and
+                      # clipping must count them once they train.
+                      params=list(parts.model.parameters()),
+                      hold_in_eval=parts.freeze.hold_in_eval if parts.freeze is not None else None)
 
 
 def describe_run(run: RunSetup, data: TrainData) -> str:
@@ -185,7 +238,22 @@ def describe_run(run: RunSetup, data: TrainData) -> str:
             f"{train_params.accum_steps}, lr {scaled_lr(train_params):.4g}"
             + ("; class-balanced sampling" if train_params.balance == "sampler" else "")
             + (f"; keeps the best {train_params.select_metric} epoch" if train_params.keep == "best" else "")
-            + (f"; stops after {train_params.patience} epochs without improvement" if train_params.patience else ""))
+            + (f"; stops after {train_params.patience} epochs without improvement" if train_params.patience else "")
+            + finetune_text(train_params))
+
+
+def finetune_text(train_params) -> str:
+    """The run line's part on fine-tuning controls ("" when none is on)."""
+    parts = []
+    if train_params.freeze == "backbone":
+        parts.append(f"only the classifier trains for the first {train_params.freeze_epochs} epoch(s)")
+    if 0 < train_params.layer_decay < 1:
+        parts.append(f"layer-wise lr decay {train_params.layer_decay:g}")
+    if train_params.head_lr_scale != 1:
+        parts.append(f"classifier lr x{train_params.head_lr_scale:g}")
+    if train_params.drop_path > 0:
+        parts.append(f"drop path {train_params.drop_path:g}")
+    return "".join(f"; {part}" for part in parts)
 
 
 
@@ -219,6 +287,7 @@ def stage_loop(prepared_dir: str | Path, train_params: TrainParams, info: DistIn
     configure_determinism(train_params.deterministic, info.device)
     data = load_train_data(Path(prepared_dir), train_params, info)
     parts, _ = build_trainables(train_params, data, info, precision)
+    enter_epoch(parts, 0)
     recipe = build_step_recipe(train_params, parts, data, info, precision)
     model = wrap_for_training(parts.model, train_params, info)
     return StageLoop(info, train_params, precision, data, parts, recipe, model)

@@ -4,7 +4,8 @@ the weights saved, the ONNX export, and the layer table for one image."""
 from __future__ import annotations
 
 from tinyclf.model.summary import format_model_table
-from tinyclf.report.facts import early_stop_text, export_text, init_text, kept_epoch_text
+from tinyclf.report.facts import (early_stop_text, export_text, finetune_texts, init_text, kept_epoch_text,
+                                  layer_decay_rows)
 from tinyclf.report.inputs import Inputs
 from tinyclf.report.markdown import macs_text
 
@@ -23,6 +24,7 @@ def model_section(inputs: Inputs) -> str:
         f"mult-adds per image: {macs_text(macs)}",
         f"- **Initial weights:** {init_text(meta)}",
         *_init_not_loaded_lines(meta),
+        *_finetune_lines(meta),
         f"- **Weights saved:** {meta['weights']} (EMA when `ema`), {kept_epoch_text(meta)}",
         *([f"- **Stopped early** {early_stop_text(meta)}"] if early_stop_text(meta) else []),
         *([f"- **ONNX export:** {export_text(inputs.export)}"] if inputs.export else []),
@@ -32,6 +34,19 @@ def model_section(inputs: Inputs) -> str:
         format_model_table(table).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _finetune_lines(meta: dict) -> list[str]:
+    texts = finetune_texts(meta)
+    if not texts:
+        return []
+    schedule = [f"    - {row}" for row in layer_decay_rows(meta)]
+    lines = ["- **Fine-tuning:**"]
+    for text in texts:
+        lines.append(f"  - {text[0].upper()}{text[1:]}")
+        if text.startswith("layer-wise"):
+            lines += schedule
+    return lines
 
 
 def _init_not_loaded_lines(meta: dict) -> list[str]:
