@@ -188,7 +188,7 @@ def timm_pretrained(name: str, init: str) -> SourceWeights:
                                    f"({type(exc).__name__}: {_first_line(exc)})") from None
         raise InitWeightsError(f"train.init={init!r}: {unreachable_text(name, cfg.hf_hub_id, exc)}") from None
     where = ("the Hugging Face cache" if cached else "the Hugging Face Hub") if cfg.hf_hub_id else "timm's download"
-    found = hub_cache_file(cfg.hf_hub_id)
+    found = cached or hub_cache_file(cfg.hf_hub_id)  # a download has just put it there
     return SourceWeights(dict(source.state_dict()), "timm", f"timm's pretrained {name}, from {where}",
                          file_md5(Path(found)) if found else None)
 

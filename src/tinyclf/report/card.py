@@ -35,7 +35,7 @@ def _details(inputs: Inputs) -> list[str]:
         "",
         f"- Architecture: `{meta['model']}` (`tinyclf.model.architectures.create_model`)",
         f"- Initial weights: {init_text(meta)}",
-        *[f"- Fine-tuning: {text}" for text in finetune_texts(meta)],
+        *[f"- Fine-tuning: {text}" for text in finetune_texts(meta).values()],
         f"- Parameters: {table['total_params']:,}; mult-adds per image: {macs_text(table['total_mult_adds'])}",
         f"- Input: RGB {meta['image_size']}×{meta['image_size']}, scaled to 0–1 and normalized with "
         f"mean {[round(v, 4) for v in meta['mean']]} and std {[round(v, 4) for v in meta['std']]}",

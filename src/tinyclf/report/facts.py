@@ -70,34 +70,36 @@ def init_text(meta: dict) -> str:
             f"{record['total']:,} tensors loaded{classifier}{unused}")
 
 
-def finetune_texts(meta: dict) -> list[str]:
-    """One sentence per fine-tuning control the run used (the model file's `finetune`): the frozen
-    backbone and for how long, layer-wise lr decay, the classifier's rate, drop path; [] for none."""
+def finetune_texts(meta: dict) -> dict[str, str]:
+    """One sentence per fine-tuning control the run used (the model file's `finetune`), by its key
+    there: the frozen backbone and for how long, layer-wise lr decay, the classifier's rate, drop
+    path; {} for none."""
     record = meta.get("finetune")
     if not record:
-        return []
-    texts = []
+        return {}
+    texts = {}
     freeze = record.get("freeze")
     if freeze:
         epochs = meta.get("epochs_trained")
-        of = f" of {epochs}" if epochs else ""
         head = ", ".join(f"`{name}`" for name in freeze["trained_while_frozen"])
+        kept = (f"only the classifier ({head}) trained, {freeze['frozen_tensors']:,} of {freeze['tensors']:,} "
+                "tensors kept as loaded")
         span = "epoch 1" if freeze["epochs"] == 1 else f"epochs 1–{freeze['epochs']}"
-        texts.append(f"backbone frozen for {span}{of} (`train.freeze_epochs`): only the "
-                     f"classifier ({head}) trained, {freeze['frozen_tensors']:,} of {freeze['tensors']:,} tensors "
-                     "kept as loaded, BatchNorm statistics included; then the whole network"
-                     if freeze["epochs"] != epochs else
-                     f"backbone frozen for all {freeze['epochs']} epochs (a linear probe): only the classifier "
-                     f"({head}) trained, {freeze['frozen_tensors']:,} of {freeze['tensors']:,} tensors kept as loaded")
+        of = f" of {epochs}" if epochs else ""
+        texts["freeze"] = (f"backbone frozen for all {freeze['epochs']} epochs (a linear probe): {kept}"
+                           if freeze["epochs"] == epochs else
+                           f"backbone frozen for {span}{of} (`train.freeze_epochs`): {kept}, BatchNorm statistics "
+                           "included; then the whole network")
     decay = record.get("layer_decay")
     if decay:
         layers = decay["layers"]
-        texts.append(f"layer-wise lr decay {decay['decay']:g} (`train.layer_decay`) over {len(layers)} layer groups: "
-                     f"lr ×{layers[0]['lr_scale']:.3g} for `{layers[0]['first']}` … ×1 for `{layers[-1]['first']}`")
+        texts["layer_decay"] = (f"layer-wise lr decay {decay['decay']:g} (`train.layer_decay`) over {len(layers)} "
+                                f"layer groups: lr ×{layers[0]['lr_scale']:.3g} for `{layers[0]['first']}` … ×1 for "
+                                f"`{layers[-1]['first']}`")
     if record.get("head_lr_scale", 1) != 1:
-        texts.append(f"classifier lr ×{record['head_lr_scale']:g} (`train.head_lr_scale`)")
+        texts["head_lr_scale"] = f"classifier lr ×{record['head_lr_scale']:g} (`train.head_lr_scale`)"
     if record.get("drop_path"):
-        texts.append(f"stochastic depth, drop path {record['drop_path']:g} (`train.drop_path`)")
+        texts["drop_path"] = f"stochastic depth, drop path {record['drop_path']:g} (`train.drop_path`)"
     return texts
 
 

@@ -13,7 +13,7 @@ resumed run gets the same rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
@@ -31,8 +31,7 @@ class LayerScale:
     tensors: int
 
     def record(self) -> dict:
-        return {"layer": self.layer, "first": self.first, "last": self.last, "lr_scale": self.lr_scale,
-                "tensors": self.tensors}
+        return asdict(self)
 
 
 def layer_decay_active(train_params) -> bool:

@@ -40,12 +40,11 @@ def _finetune_lines(meta: dict) -> list[str]:
     texts = finetune_texts(meta)
     if not texts:
         return []
-    schedule = [f"    - {row}" for row in layer_decay_rows(meta)]
     lines = ["- **Fine-tuning:**"]
-    for text in texts:
+    for control, text in texts.items():
         lines.append(f"  - {text[0].upper()}{text[1:]}")
-        if text.startswith("layer-wise"):
-            lines += schedule
+        if control == "layer_decay":
+            lines += [f"    - {row}" for row in layer_decay_rows(meta)]
     return lines
 
 
