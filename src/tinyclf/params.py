@@ -231,6 +231,28 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class AuditParams:
+    # auto: on for your own photo folders (data.dataset: folder), off for the official datasets
+    enabled: bool | str = _f("auto")  # true, false or auto
+    batch_size: int = _f(256, ge=1)
+    workers: int = _f(2, ge=0, le=256)
+    # train images' out-of-sample probabilities for cleanlab (tinyclf.audit.label_issues says why)
+    train_probs: str = _f("logistic", choices=("logistic", "knn", "model"))
+    folds: int = _f(5, ge=2, le=20)
+    neighbours: int = _f(5, ge=1, le=100)
+    duplicate_pixel_similarity: float = _f(0.85, gt=0, le=1)
+    duplicate_hash_distance: int = _f(12, ge=0, le=64)
+    outlier_fence: float = _f(3.0, ge=0)
+    sheet_images: int = _f(24, ge=1, le=200)
+
+    def runs_on(self, dataset: str) -> bool:
+        """Whether the audit runs for `dataset` (auto: only for own photos)."""
+        if self.enabled == "auto":
+            return registry.get(dataset).own_images
+        return bool(self.enabled)
+
+
+@dataclass(frozen=True)
 class SummarizeParams:
     highlight_classes: int = _f(10, ge=1, le=200)
     price_per_gpu_hour: float = _f(0.0, ge=0)
@@ -243,6 +265,7 @@ class Params:
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    audit: AuditParams = field(default_factory=AuditParams)
     summarize: SummarizeParams = field(default_factory=SummarizeParams)
 
     def to_dict(self) -> dict:
