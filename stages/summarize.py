@@ -2,7 +2,7 @@
 
     python stages/summarize.py --data data/prepared --model models/model.pt \\
         --train results/train --evaluate results/evaluate --export results/export/parity.json \\
-        --out results/summary
+        --audit results/audit/summary.json --out results/summary
 
 Writes report.md, model_card.md and training_curves.png under --out. Reads nothing else than
 these inputs and params.yaml; unchanged inputs give byte-identical outputs.
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", type=Path, required=True, help="the evaluate stage's outputs (results/evaluate)")
     parser.add_argument("--export", type=Path, default=None,
                         help="the export stage's parity figures (results/export/parity.json), if it ran")
+    parser.add_argument("--audit", type=Path, default=None,
+                        help="the audit stage's summary (results/audit/summary.json), if it ran")
     parser.add_argument("--out", type=Path, required=True, help="output directory (results/summary)")
     args = parser.parse_args(argv)
 
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from tinyclf.report.inputs import Sources
         from tinyclf.report.run import write_summary
 
-        sources = Sources(args.data, args.model, args.train, args.evaluate, args.export)
+        sources = Sources(args.data, args.model, args.train, args.evaluate, args.export, args.audit)
         paths = write_summary(sources, args.out, params)
         print(f"summarize: wrote {paths['report']} and {paths['model_card']}")
 

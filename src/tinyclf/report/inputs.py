@@ -2,7 +2,7 @@
 
 Reads only what earlier stages wrote: the prepared `classes.json`/`stats.json`, the model file,
 the train stage's DVCLive directory (+ `run.json`), the evaluate stage's outputs and, when the
-export stage ran, its parity figures. A missing or unreadable file is a `ReportError` (or the
+export and audit stages ran, the parity figures and the audit's summary. A missing or unreadable file is a `ReportError` (or the
 `PreparedDataError` / `ModelFileError` of the module that owns the format) whose one-line message
 names the file.
 """
@@ -36,9 +36,10 @@ class Sources:
     train: Path  # results/train: DVCLive and run.json
     evaluate: Path  # results/evaluate
     export: Path | None = None  # results/export/parity.json, when the export stage ran
+    audit: Path | None = None  # results/audit/summary.json, when the audit stage ran
 
     def __post_init__(self):
-        for name in ("prepared", "model", "train", "evaluate", "export"):
+        for name in ("prepared", "model", "train", "evaluate", "export", "audit"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
@@ -61,6 +62,8 @@ class Inputs:
     per_class: dict
     export: dict | None = None  # results/export/parity.json, when the export stage ran
     val_metrics: dict | None = None  # val's figures when a test split was evaluated (metrics.json holds test's)
+    audit: dict | None = None  # results/audit/summary.json, when the audit stage ran
+    audit_dir: Path | None = None  # its folder (the contact sheets are in sheets/)
 
     @property
     def evaluated_split(self) -> str:
@@ -90,9 +93,11 @@ def read_inputs(sources: Sources, params: Params) -> Inputs:
     val_metrics = None
     if per_class.get("split", "val") != "val":
         val_metrics = _read_json(evaluate_dir / "val_metrics.json", "the evaluate stage's val figures")
+    audit = None if sources.audit is None else _read_json(sources.audit, "the audit stage's summary")
     return Inputs(params=params, classes=classes, stats=stats, meta=meta, table=table,
                   train_summary=train_summary, series=read_dvclive_series(train_dir), run=run,
-                  metrics=metrics, speed=speed, per_class=per_class, export=export, val_metrics=val_metrics)
+                  metrics=metrics, speed=speed, per_class=per_class, export=export, val_metrics=val_metrics,
+                  audit=audit, audit_dir=None if sources.audit is None else sources.audit.parent)
 
 
 def read_dvclive_series(train_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -20,6 +20,7 @@ from tinyclf.report.card import render_model_card
 from tinyclf.report.facts import imbalance_warning
 from tinyclf.report.inputs import Inputs, Sources, epochs_from_steps, read_inputs
 from tinyclf.report.markdown import pct
+from tinyclf.report.sections.audit import audit_section
 from tinyclf.report.reference import comparability_note, generated_banner, is_reference_dataset, reference_verdict
 from tinyclf.report.sections.dataset import dataset_section
 from tinyclf.report.sections.environment import environment_section
@@ -42,12 +43,13 @@ def write_summary(sources: Sources, out_dir: str | Path, params: Params) -> dict
     paths = {"report": out_dir / "report.md", "model_card": out_dir / "model_card.md", "curves": out_dir / CURVES_FILE}
     save_png(training_curves(curves, (inputs.meta.get("selected") or {}).get("epoch")), paths["curves"])
     atomic.write_text(paths["model_card"], render_model_card(inputs))
-    atomic.write_text(paths["report"], render_report(inputs, plots_rel))
+    atomic.write_text(paths["report"], render_report(inputs, plots_rel, out_dir))
     return paths
 
 
-def render_report(inputs: Inputs, plots_rel: str) -> str:
-    """report.md; `plots_rel` is the evaluate stage's plots directory relative to the report."""
+def render_report(inputs: Inputs, plots_rel: str, out_dir: Path | None = None) -> str:
+    """report.md; `plots_rel` is the evaluate stage's plots directory relative to the report, which
+    is written into `out_dir` (the audit's contact sheets are linked relative to it)."""
     sections = [
         dataset_section(inputs),
         params_section(inputs),
@@ -56,6 +58,7 @@ def render_report(inputs: Inputs, plots_rel: str) -> str:
         results_section(inputs, plots_rel),
         highlights_section(inputs),
         superclass_section(inputs),  # None unless classes.json has class groups
+        audit_section(inputs, out_dir),  # None unless the audit stage ran and was on
         timing_section(inputs),
         environment_section(inputs.meta),
     ]
