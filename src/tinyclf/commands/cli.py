@@ -106,6 +106,7 @@ _DELEGATED = {
                 "runs side by side: differing params, top-1, top-5, time, cost (best first)"),
     "remote-check": ("tinyclf.commands.remote_check",
                      "check a DVC remote (or run a dvc push/pull) and explain failures"),
+    "audit": ("tinyclf.commands.audit", "act on the audit's findings: `audit accept` prints corrections lines"),
     "demo": ("tinyclf.serve.demo", "a local Gradio demo of a trained model"),
     "space": ("tinyclf.serve.space", "write a Hugging Face Space folder (app.py, model.onnx, pinned requirements, "
                                      "no torch) for a trained model"),
