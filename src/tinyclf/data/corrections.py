@@ -152,9 +152,11 @@ def _source_index(data: FormatData) -> dict[str, tuple[str, int]]:
 def _find_source(file: str, c: Correction, where_is: dict[str, tuple[str, int]]) -> tuple[str, int]:
     if c.source in where_is:
         return where_is[c.source]
-    # The likeliest slip: a path without its folders, or with others (cat/x.jpg for train/cat/x.jpg).
-    tail = c.source.replace("\\", "/").rsplit("/", 1)[-1]
-    alike = [s for s in where_is if s.rsplit("/", 1)[-1] == tail][:2]
+    # The likeliest slips: a path without its first folders (cat/x.jpg for train/cat/x.jpg), or other
+    # folders around the same file name.
+    given = c.source.replace("\\", "/")
+    alike = ([s for s in where_is if s.endswith("/" + given)]
+             or [s for s in where_is if s.rsplit("/", 1)[-1] == given.rsplit("/", 1)[-1]])[:2]
     hint = f"; did you mean {' or '.join(repr(s) for s in alike)}?" if alike else ""
     raise PrepareError(f"{file}: line {c.line}: no image {c.source!r} in the data ({WHERE_SOURCES}){hint}")
 
