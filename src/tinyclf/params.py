@@ -113,6 +113,9 @@ class DataParams:
     test_fraction: float = _f(0.0, ge=0, lt=1)
     val_from_train: float = _f(0.0, ge=0, lt=1)
     split_seed: int = _f(0, ge=0)
+    # A CSV of label fixes (relabel or drop, by source) that preprocess applies; relative to the
+    # repository root, where dvc.yaml runs preprocess and watches it (tinyclf.data.corrections).
+    corrections: str = _f("corrections.csv", pattern=r"\S(.*\S)?")
 
 
 @dataclass(frozen=True)

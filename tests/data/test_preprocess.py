@@ -85,6 +85,7 @@ def test_success_replaces_whole_directory(tmp_path):
 def _stage(tmp_path, raw: Path, dataset: str) -> subprocess.CompletedProcess:
     params = write_params(tmp_path / "params.yaml", shrunk_params(data__dataset=dataset, data__image_size=0,
                                                                   download__generated__num_classes=10))
+    (tmp_path / "corrections.csv").write_text("source,action,class\n")  # data.corrections, from the working directory
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / "preprocess.py"), "--raw", str(raw), "--out", str(tmp_path / "prepared"),
          "--params", str(params)],

@@ -93,6 +93,22 @@ def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):
     assert changed_stages(repo, env) == {}
 
 
+def test_a_corrections_edit_reruns_preprocess_only(pipeline):
+    """corrections.csv (data.corrections) is a preprocess dependency: an added line makes `dvc status`
+    name preprocess alone. (What preprocess then does with the line, read from the working directory
+    as dvc runs it, and that removing it restores the data: tests/data/test_corrections.py.)"""
+    repo, env, _ = pipeline
+    assert changed_stages(repo, env) == {}
+    path = repo / "corrections.csv"
+    original = path.read_text()
+    first = json.loads((repo / "data/prepared/train/sources.json").read_text())[0]
+    path.write_text(original + f"{first},drop\n")
+    try:
+        assert changed_stages(repo, env) == {"preprocess": [{"changed deps": {"corrections.csv": "modified"}}]}
+    finally:
+        path.write_text(original)
+
+
 def test_exp_run_reruns_only_train_evaluate_export_summarize_and_show_lists_both(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)

@@ -208,6 +208,7 @@ def test_on_corrupt_skip_from_params_yaml_leaves_the_member_out_and_counts_it(tm
     raw.mkdir()
     tiny_zip(raw / "tiny-imagenet-200.zip", bad)
     out = tmp_path / "prepared"
+    (tmp_path / "corrections.csv").write_text("source,action,class\n")  # data.corrections, from the working directory
 
     # The committed default (fail) stops, naming the member and the key that would skip it.
     strict = write_params(tmp_path / "strict.yaml", shrunk_params(data__image_size=16))

@@ -108,8 +108,8 @@ def venv_env(repo: Path) -> dict:
     return env
 
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
-                 ".gitignore", "pyproject.toml"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "corrections.csv", "stages", "src", ".dvc/config", ".dvc/.gitignore",
+                 ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
 def make_repo_copy(dest: Path, params: dict | None = None) -> Path:

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyclf.data import arrays
+from tinyclf.data.corrections import apply_corrections, describe, read_corrections
 from tinyclf.data.decode_pool import DecodePool, SplitOutput, SplitResult, available_cores, decode_split, split_stats
 from tinyclf.data.formats import registry
 from tinyclf.data.formats.contract import ArraySplit, DecodeRule, FormatData, PrepareOptions
@@ -76,7 +77,7 @@ def options_from_params(params, progress: bool = True) -> PrepareOptions:
     d, p = params.data, params.preprocess
     return PrepareOptions(image_size=d.image_size, workers=p.workers, on_corrupt=p.on_corrupt, progress=progress,
                           resize=d.resize, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                          val_from_train=d.val_from_train, split_seed=d.split_seed)
+                          val_from_train=d.val_from_train, split_seed=d.split_seed, corrections=d.corrections)
 
 
 def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
@@ -89,6 +90,7 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
     """
     archive = Path(archive)
     fmt = _check_request(archive, dataset, options)
+    corrections = read_corrections(options.corrections) if options.corrections else None
     try:
         size = registry.prepared_image_size(dataset, options.image_size)
     except ValueError as exc:
@@ -101,6 +103,9 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
         holdout = None
         if options.val_from_train > 0 and not fmt.own_images:
             data, holdout = carve_val_from_train(data, options.val_from_train, options.split_seed)
+        # After the carve (its CIFAR draw ranks rows by position, which a drop would shift) and before
+        # the first decode: a bad line fails before any work. Sources are the archive's either way.
+        data, corrected = apply_corrections(data, corrections)
         output = SplitOutput(tmp, size, len(data.classes), options.on_corrupt, options.progress,
                              fail=lambda member, reason: _member_error(archive, data.member_prefix, member, reason))
         moments = arrays.ChannelMoments()
@@ -110,11 +115,14 @@ def prepare(archive: str | Path, out_dir: str | Path, dataset: str,
         stats = {"dataset": dataset, "generated": generated, "image_size": [size, size], "mean": mean, "std": std,
                  "splits": {split: result.stats for split, result in results.items()},
                  **({"holdout": holdout} if holdout else {}),
+                 **({"corrections": corrected} if corrected else {}),
                  **({} if fmt.own_images else _official_duplicates(tmp, sources, archive)),
                  **(data.finish(results) if data.finish else {})}
         arrays.write_classes(tmp, dataset=dataset, generated=generated, classes=data.classes,
                              groups=data.groups, class_groups=data.class_groups)
         arrays.write_stats(tmp, stats)
+    if corrected:
+        print(describe(corrected), file=sys.stderr)
     return PrepareSummary(stats=stats, seconds=time.perf_counter() - started)
 
 

@@ -48,6 +48,9 @@ class PrepareOptions:
     # Official datasets: the share of train carved out as val (the official val becomes test).
     val_from_train: float = 0.0
     split_seed: int = 0
+    # data.corrections: a CSV of label fixes by source (`tinyclf.data.corrections`), read from the
+    # working directory when relative; None: none.
+    corrections: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The report's "Dataset" section: what was prepared, from where, what preprocess changed, images per class.
 
 Own images (`data.dataset: folder`) add how the folder was read and what was left out
-(stats.json `folder`). Images per class list every class when there are few, else the spread and
-the extremes, so 200 classes stay readable.
+(stats.json `folder`); label fixes from `data.corrections` are counted (stats.json `corrections`).
+Images per class list every class when there are few, else the spread and the extremes, so 200
+classes stay readable.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def dataset_section(inputs: Inputs) -> str:
         shown = ", ".join(f"`{' = '.join(pair)}`" for pair in duplicates["first"][:3])
         lines.append(f"- **{duplicates['count']} images pixel-identical in two splits** (they inflate held-out "
                      f"accuracy): {shown}{' …' if duplicates['count'] > 3 else ''}")
+    lines += corrections_lines(stats.get("corrections"))
     holdout = stats.get("holdout")
     if holdout:  # an official dataset with data.val_from_train
         lines.append(f"- **Splits:** val = {holdout['val']} (split_seed {holdout['split_seed']}); test = "
@@ -51,6 +53,21 @@ def dataset_section(inputs: Inputs) -> str:
     # The imbalance warning, if any, heads the report; the counts behind it are here.
     lines += class_counts_lines(inputs)
     return "\n".join(lines) + "\n"
+
+
+def corrections_lines(corrections: dict | None) -> list[str]:
+    """What `data.corrections` changed (stats.json `corrections`): counts, per split, the first few by source."""
+    if not corrections:
+        return []
+    per_split = "; ".join(f"{split} {c['relabelled']} relabelled, {c['dropped']} dropped"
+                          for split, c in corrections["splits"].items() if c["relabelled"] or c["dropped"])
+    changes = [f"`{c['source']}` {c['from']} → {c['to']}" if c["to"] is not None
+               else f"`{c['source']}` ({c['from']}) dropped" for c in corrections["first"][:3]]
+    more = " …" if corrections["relabelled"] + corrections["dropped"] > 3 else ""
+    n = corrections["lines"]
+    return [f"- **Corrected labels** (`{corrections['file']}`, {n} line{'s' if n != 1 else ''}): "
+            f"{corrections['relabelled']} relabelled, {corrections['dropped']} dropped ({per_split}): "
+            f"{', '.join(changes)}{more}"]
 
 
 def _preprocess_notes(info: dict) -> list[str]:
