@@ -165,7 +165,7 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(bad)
 
 
-@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate", "summarize"])
+@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate", "audit", "summarize"])
 def test_stage_rejects_bad_params_before_work(tmp_path, stage):
     """Every stage script fails in one line, exit 1, no traceback, nothing written."""
     params = write_params(tmp_path / "params.yaml", _with(train__epochs=-3, download__source="generated"))
@@ -176,6 +176,7 @@ def test_stage_rejects_bad_params_before_work(tmp_path, stage):
         "train": ["--data", str(tmp_path / "prepared"), "--model-out", str(out / "model.pt"),
                   "--live", str(out / "live"), "--checkpoints", str(out / "ckpt")],
         "evaluate": ["--data", str(tmp_path / "prepared"), "--model", str(tmp_path / "model.pt"), "--out", str(out)],
+        "audit": ["--data", str(tmp_path / "prepared"), "--model", str(tmp_path / "model.pt"), "--out", str(out)],
         "summarize": ["--data", str(tmp_path / "prepared"), "--model", str(tmp_path / "model.pt"),
                       "--train", str(tmp_path / "t"), "--evaluate", str(tmp_path / "e"), "--out", str(out)],
     }[stage]

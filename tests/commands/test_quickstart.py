@@ -33,7 +33,7 @@ def quickstarted(tmp_path_factory):
     return repo, committed, tinyclf(repo, "quickstart", timeout=900)
 
 
-@pytest.mark.slow  # the six stages on generated data: about 1.5 minutes on 2 CPU cores
+@pytest.mark.slow  # the seven stages on generated data: about 1.5 minutes on 2 CPU cores
 def test_quickstart_runs_an_experiment_reports_it_and_leaves_the_workspace_alone(quickstarted):
     repo, committed, proc = quickstarted
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -117,7 +117,7 @@ def test_a_change_tried_from_a_branch_of_the_quickstart_reads_at_120_columns(qui
         assert f" {lr:g} " in row, row
 
 
-# A stand-in for the six stages, with the outputs the quickstart reads: the quickstart's own
+# A stand-in for the seven stages, with the outputs the quickstart reads: the quickstart's own
 # steps (experiment, replacing it, copying its report) run for real around it in seconds.
 FAKE_PIPELINE = """\
 stages:

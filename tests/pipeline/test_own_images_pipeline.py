@@ -55,7 +55,7 @@ def pipeline(tmp_path_factory):
 
 def test_every_stage_runs_and_the_model_learns(pipeline):
     repo, _, _, output = pipeline
-    assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "export", "summarize"]
+    assert ran_stages(output) == ["download", "preprocess", "train", "evaluate", "audit", "export", "summarize"]
     metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
     evaluated = json.loads((repo / "results/evaluate/per_class.json").read_text())
     assert evaluated["generated"] is False and evaluated["split"] == "test"

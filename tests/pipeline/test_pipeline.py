@@ -16,7 +16,7 @@ import pytest
 from support.dvc_flow import published_copy
 from support.helpers import REAL_SUBSET_MD5, make_repo_copy, run, shrunk_params, venv_env
 
-STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
+STAGES = ["download", "preprocess", "train", "evaluate", "audit", "export", "summarize"]
 pytestmark = pytest.mark.slow
 
 
@@ -112,7 +112,7 @@ def test_a_corrections_edit_reruns_preprocess_only(pipeline):
 def test_exp_run_reruns_only_train_evaluate_export_summarize_and_show_lists_both(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)
-    assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "export", "summarize"]
+    assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "audit", "export", "summarize"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
     # rows: the workspace, then each commit with its experiments' revisions nested under it
     revs = [entry for entry in shown] + [rev for entry in shown for exp in (entry.get("experiments") or [])

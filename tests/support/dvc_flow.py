@@ -44,7 +44,7 @@ PULLED_FILES = [
 OBJECT_NAME = re.compile(r"[0-9a-f]{30}(\.dir)?")  # a cache object's file name in its 2-digit folder
 # Committed to git (cache: false outputs), compared too.
 GIT_FILES = ["results/evaluate/metrics.json", "results/export/parity.json", "results/train/metrics.json", "dvc.lock"]
-STAGES = ["download", "preprocess", "train", "evaluate", "export", "summarize"]
+STAGES = ["download", "preprocess", "train", "evaluate", "audit", "export", "summarize"]
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def copy_results(root: Path, rev: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m tinyclf.commands.quickstart",
-        description="Run all six stages on a small generated dataset (offline, CPU) as the DVC experiment "
+        description="Run all seven stages on a small generated dataset (offline, CPU) as the DVC experiment "
         f"'{EXPERIMENT}', leaving the workspace untouched, and copy its report to {OUT_DIR}/.",
     )
     parser.add_argument("--dry-run", action="store_true", help="show the dvc command and stages without running them")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((out / "results/evaluate/metrics.json").read_text())
     evaluated = json.loads((out / "results/evaluate/per_class.json").read_text())
     print()
-    print(f"quickstart: all six stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
+    print(f"quickstart: all seven stages ran in {minutes:.1f} min on GENERATED data (not a Tiny ImageNet result).")
     split = evaluated.get("split", "val")
     print(f"  {split} top-1 {metrics['top1']:.2%}  top-5 {metrics['top5']:.2%}  on {evaluated['num_images']} {split} "
           "images" + (" (val chose the epoch kept)" if split == "test" else ""))
