@@ -5,6 +5,7 @@ the test split with val beside it, and DVC then watches the folder.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -71,6 +72,26 @@ def test_every_stage_runs_and_the_model_learns(pipeline):
     # val_metrics.json measures the model file on val: the figure the epoch was chosen by.
     # (Within one image: the two passes batch differently, which can move a logit by a last bit.)
     assert val["top1"] == pytest.approx(selected["value"], abs=1.01 / (CLASSES * 30)) and val != metrics
+
+
+def test_the_audit_runs_for_a_folder_and_the_report_shows_it(pipeline):
+    """audit.enabled auto audits own photos: every image is accounted for, each finding names a file
+    of the prepared data, and the report's section links its contact sheets."""
+    repo, _, _, _ = pipeline
+    summary = json.loads((repo / "results/audit/summary.json").read_text())
+    assert summary["enabled"] is True
+    assert summary["images"] == {"train": CLASSES * 100, "val": CLASSES * 30, "test": CLASSES * TEST_PER_CLASS,
+                                 "total": CLASSES * (130 + TEST_PER_CLASS)}
+    rows = list(csv.DictReader((repo / "results/audit/issues.csv").open()))
+    sources = {s: set(json.loads((repo / f"data/prepared/{s}/sources.json").read_text())) for s in ("train", "val", "test")}
+    assert all(r["source"] in sources[r["split"]] for r in rows)
+    assert {k: sum(r["kind"] == k for r in rows) for k in ("label", "duplicate", "outlier")} == summary["counts"]
+    report = (repo / "results/summary/report.md").read_text()
+    assert "## Data audit" in report and f"**{summary['counts']['label']} likely label issues" in report
+    for kind in ("label", "duplicate", "outlier"):
+        if summary["counts"][kind]:
+            assert f"(../audit/sheets/{kind}.png)" in report
+            assert (repo / f"results/audit/sheets/{kind}.png").is_file()
 
 
 def test_report_and_per_class_results_use_the_folder_names(pipeline):
