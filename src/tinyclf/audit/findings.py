@@ -66,10 +66,11 @@ def assemble(data, params, issues, pairs, outliers) -> tuple[list[dict], dict, d
     return rows, summary, sheets
 
 
-def _row(kind: str, split: str, source: str, score: float, given: str, suggested: str = "", other: str = "",
-         other_split: str = "") -> dict:
+def _row(kind: str, split: str, source: str, score: float, given: str, suggested: str = "",
+         copy_of: tuple[str, str] = ("", "")) -> dict:
+    """One issues.csv row; `copy_of` is (source, split) of a duplicate's other image."""
     return {"kind": kind, "split": split, "source": source, "score": round(float(score), 4), "given_label": given,
-            "suggested_label": suggested, "duplicate_of": other, "duplicate_split": other_split}
+            "suggested_label": suggested, "duplicate_of": copy_of[0], "duplicate_split": copy_of[1]}
 
 
 def _label_rows(data, issues) -> list[dict]:
@@ -91,8 +92,8 @@ def _duplicate_rows(data, pairs, labels: np.ndarray) -> list[dict]:
         other_split, other_local = data.locate(first)
         given, other_label = data.class_ids[labels[second]], data.class_ids[labels[first]]
         out.append(_row("duplicate", split, data.sources[split][local], similarity, given,
-                        other_label if other_label != given else "", data.sources[other_split][other_local],
-                        other_split))
+                        other_label if other_label != given else "",
+                        (data.sources[other_split][other_local], other_split)))
     return out
 
 
@@ -172,6 +173,9 @@ def write_outputs(out_dir: Path, rows: list[dict], summary: dict, sheets: dict, 
     atomic.write_json(out_dir / "summary.json", summary)
     atomic.write_json(out_dir / "speed.json", speed)
     (out_dir / "sheets").mkdir(exist_ok=True)
+    if not summary.get("enabled"):  # DVC warns on every run about an empty output folder
+        atomic.write_text(out_dir / "sheets" / "README.txt", "The audit was off: no contact sheets "
+                                                             "(results/audit/summary.json says why).\n")
     if sheets:
         from tinyclf.evaluate.png import save_png
     for kind, figure in sheets.items():
