@@ -75,7 +75,7 @@ def changed_stages(repo, env) -> dict:
 @pytest.mark.parametrize("module, stages", [
     ("model/summary.py", ["summarize"]),  # the report's layer table must not re-run a training
     ("model/file.py", ["audit", "evaluate", "export", "summarize", "train"]),
-    ("environment.py", ["evaluate", "train"]),
+    ("environment.py", ["audit", "evaluate", "train"]),
 ])
 def test_model_module_edit_changes_only_its_stages(pipeline, module, stages):
     repo, env, _ = pipeline
