@@ -16,6 +16,7 @@ Which is better, with figures: docs/benchmarks.md, "The data audit".
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ class LabelIssues:
 
 def cross_validated_probs(vectors: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """Each row's class probabilities from a logistic regression fitted on the other folds (stratified)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
@@ -47,7 +49,9 @@ def cross_validated_probs(vectors: np.ndarray, labels: np.ndarray, folds: int, s
     folds = max(2, min(folds, int(smallest[smallest > 0].min())))
     for fit_rows, held_rows in StratifiedKFold(folds, shuffle=True, random_state=seed).split(vectors, labels):
         head = LogisticRegression(max_iter=300, C=1.0)
-        head.fit(vectors[fit_rows], labels[fit_rows])
+        with warnings.catch_warnings():  # a head stopped at max_iter still ranks the labels; no log noise
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            head.fit(vectors[fit_rows], labels[fit_rows])
         probs[np.ix_(held_rows, head.classes_)] = head.predict_proba(vectors[held_rows])
     return _floor(probs)
 
