@@ -19,6 +19,7 @@ LONGEST_MODULES = (  # seconds on 2026-12-07 evening (AMD EPYC, 2 cores), summed
     "tests/serve/test_demo.py",  # 41
     "tests/serve/test_space.py",  # 39 (its fresh venv, made by uv, about 6)
     "tests/commands/test_cli.py",  # 37
+    "tests/audit/test_audit_run.py",  # 26 alone (its trained model and two audits), 2026-12-08
     "tests/train/test_multinode.py",  # 34
     "tests/train/test_selection.py",  # 10: the patience run and its kill -9 replay
 )
