@@ -27,6 +27,7 @@ from tinyclf.evaluate.run import in_order, runs_channels_last
 from tinyclf.loading.dataset import PreparedDataset
 from tinyclf.loading.normalize import ModelInput
 from tinyclf.model.init_weights import classifier_names
+from tinyclf.params import EvaluateParams
 
 
 class AuditError(TinyclfError, ValueError):
@@ -85,8 +86,6 @@ def _classifier_module(model: nn.Module) -> nn.Module:
 def split_pass(feature_model: FeatureModel, prepared_dir: Path, split: str, features_path: Path, *,
                batch_size: int, workers: int, progress: bool = True) -> SplitPass:
     """Run `feature_model` over every image of `split` once, in order; features to `features_path`."""
-    from tinyclf.params import EvaluateParams
-
     dataset = PreparedDataset(prepared_dir, split)
     loader = in_order(dataset, EvaluateParams(batch_size=batch_size, workers=workers), feature_model.device)
     out, log_probs, row = None, [], 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,10 @@ class AuditedData:
     passes: dict[str, SplitPass]
     sources: dict[str, list[str]]
     class_ids: list[str]
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # each split's pixels, memory-mapped
+
+    def __post_init__(self):
+        self.images = {s: arrays.load_split(self.prepared_dir, s, mmap=True)[0] for s in self.splits}
 
     @property
     def offsets(self) -> dict[str, int]:
@@ -65,7 +69,7 @@ class AuditedData:
 
     def image(self, row: int) -> np.ndarray:
         split, local = self.locate(row)
-        return np.asarray(arrays.load_split(self.prepared_dir, split, mmap=True)[0][local])
+        return np.asarray(self.images[split][local])
 
     def labels(self) -> np.ndarray:
         return np.concatenate([self.passes[s].labels for s in self.splits])
@@ -141,8 +145,7 @@ class _ImagesView:
     """All splits' images as one sequence for slicing (chunks never cross a split)."""
 
     def __init__(self, data: AuditedData):
-        self.data = data
-        self.arrays = [arrays.load_split(data.prepared_dir, s, mmap=True)[0] for s in data.splits]
+        self.arrays = [data.images[s] for s in data.splits]
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.arrays)
