@@ -134,6 +134,18 @@ def test_info_on_a_missing_model_is_one_line(tmp_path):
     assert "nope.pt" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_check_params_reads_the_corrections_file(tmp_path):
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("source,action,class\ntrain/cat/1.jpg,rename,dog\n")
+    tree = real_params()
+    tree["data"]["corrections"] = str(fixes)
+    out = tinyclf("check-params", write_params(tmp_path / "params.yaml", tree))
+    assert out.returncode == 1 and out.stdout == ""
+    line = out.stderr.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith(
+        f"tinyclf check-params: {tmp_path / 'params.yaml'}: data.corrections: {fixes}: line 2: "), line
+
+
 def test_check_params_refuses_drop_path_for_a_model_without_it(tmp_path):
     tree = real_params()
     tree["train"].update(model="vgg11", drop_path=0.1)

@@ -30,8 +30,21 @@ def _check_params(args) -> int:
     except ModelError as exc:
         raise ParamsError(f"{args.path}: train.model: {exc}") from None
     _check_finetune_model(params, args.path)
+    _check_corrections(params, args.path)
     print(f"{args.path}: ok ({params.data.dataset}, source {params.download.source}, model {params.train.model})")
     return 0
+
+
+def _check_corrections(params, path) -> None:
+    """data.corrections reads as a corrections file (its lines are checked against the data by preprocess)."""
+    from tinyclf.data.corrections import read_corrections
+    from tinyclf.errors import PrepareError
+    from tinyclf.params import ParamsError
+
+    try:
+        read_corrections(params.data.corrections)
+    except PrepareError as exc:
+        raise ParamsError(f"{path}: data.corrections: {exc}") from None
 
 
 def _check_finetune_model(params, path) -> None:
