@@ -31,8 +31,8 @@ from the real Tiny ImageNet subset (`../shared/data`, original JPEGs, 64x64) wit
    the rank of each among issues.csv's outlier rows, and (a run with `audit.outlier_fence: 0`, which
    lists the top quarter of all outlier scores in order) among all images.
 5. time against evaluate, on part 3's data and (unless `--skip-large`) the whole subset as the
-   official tiny-imagenet format (30,000 images, `audit.enabled: true`, a 1-epoch resnet18 at
-   32 px): the audit stage's seconds per image (speed.json) against the evaluate stage's (its
+   official tiny-imagenet format (30,000 images, `audit.enabled: true`, a 1-epoch model:
+   `--large-model`, `--large-size`; every pair it reports is on a contact sheet): the audit stage's seconds per image (speed.json) against the evaluate stage's (its
    predict pass; evaluate runs over val only, the audit over every split: compared per image), and
    the processes' wall time per image; the exact neighbour search (which grows with the square of
    the images) timed on 10,000 and 30,000 random vectors and extrapolated to 100,000.
@@ -81,6 +81,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dup-size", type=int, default=64, help="part 3's image size (default %(default)s)")
     parser.add_argument("--dup-model", default="test_resnet", help="part 3's model (default %(default)s)")
     parser.add_argument("--copies", type=int, default=50, help="part 3's copies of each kind (default %(default)s)")
+    parser.add_argument("--large-model", default="test_resnet", help="part 5's model on the whole subset (default %(default)s)")
+    parser.add_argument("--large-size", type=int, default=64, help="part 5's image size on the whole subset (default %(default)s)")
     parser.add_argument("--skip-large", action="store_true", help="part 5 without the whole subset (3 min less)")
     parser.add_argument("--keep-sheets", type=Path, help="copy the contact sheets and montages here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -412,15 +414,31 @@ def neighbour_search_seconds(sizes: tuple[int, ...] = (10_000, 30_000)) -> dict:
     return out
 
 
-def large_context(stages: Stages, zip_path: Path) -> dict:
-    """The whole subset as the official tiny-imagenet format at 32 px and a 1-epoch resnet18 on it."""
-    settings = {"data.image_size": 32, "train.epochs": 1, "train.warmup_epochs": 0, "train.batch_size": 256,
-                "audit.enabled": True, "download.md5": "ae26e0a9e328f431f5ea014adfc1170b"}
-    prepared = stages.prepare("large", zip_path, settings, dataset="tiny-imagenet")
+def large_context(stages: Stages, args: argparse.Namespace) -> dict:
+    """The whole subset as the official tiny-imagenet format and a 1-epoch model on it. The contact
+    sheet shows up to 200 pairs: every reported pair of the subset can be looked at."""
+    settings = {"data.image_size": args.large_size, "train.model": args.large_model, "train.epochs": 1,
+                "train.warmup_epochs": 0, "train.batch_size": 256, "audit.enabled": True, "audit.sheet_images": 200,
+                "download.md5": "ae26e0a9e328f431f5ea014adfc1170b"}
+    prepared = stages.prepare("large", args.zip, settings, dataset="tiny-imagenet")
     model = stages.train("large_model", prepared, settings, dataset="tiny-imagenet")
-    print(f"part 5: the whole subset (tiny-imagenet format, 32 px), resnet18, 1 epoch: val top-1 {model['top1']:.1%} "
-          f"({model['seconds']:.0f} s)", flush=True)
+    print(f"part 5: the whole subset (tiny-imagenet format, {args.large_size} px), {args.large_model}, 1 epoch: "
+          f"val top-1 {model['top1']:.1%} ({model['seconds']:.0f} s)", flush=True)
     return {"prepared": prepared, "model": model["model"], "settings": settings, "top1": model["top1"]}
+
+
+def subset_duplicates(out: Path, prepared: Path) -> dict:
+    """The pairs the audit reports in the whole subset (to be judged by eye on the contact sheet), and
+    whether it reports each pixel-identical pair across splits that preprocess found (stats.json)."""
+    rows = list(csv.DictReader(io.StringIO((out / "issues.csv").read_text())))
+    reported = [[r["duplicate_of"], r["source"], float(r["score"])] for r in rows if r["kind"] == "duplicate"]
+    identical = json.loads((prepared / "stats.json").read_text()).get("duplicates_across_splits", {})
+    pairs = {frozenset(pair[:2]) for pair in reported}
+    found = [frozenset(pair) in pairs for pair in identical.get("first", [])]
+    print(f"part 3 at scale: the audit reports {len(reported)} pairs in the whole subset; preprocess found "
+          f"{identical.get('count', 0)} pixel-identical across splits, the audit reports {sum(found)} of those listed",
+          flush=True)
+    return {"reported": reported, "identical_across_splits": identical, "identical_found": sum(found)}
 
 
 def part_loop(stages: Stages, flips: dict) -> dict:
@@ -458,9 +476,10 @@ def run_parts(stages: Stages, parts: set[int], args: argparse.Namespace) -> dict
     if 5 in parts:
         results["timing"] = {"20 classes, own photos": time_pair(stages, "small", duplicates["context"])}
         if not args.skip_large:
-            large = large_context(stages, args.zip)
-            results["timing"]["the whole subset, tiny-imagenet format"] = {
-                **time_pair(stages, "large", large, "tiny-imagenet"), "top1": large["top1"]}
+            large = large_context(stages, args)
+            timing = time_pair(stages, "large", large, "tiny-imagenet")
+            results["timing"]["the whole subset, tiny-imagenet format"] = {**timing, "top1": large["top1"]}
+            results["whole_subset_duplicates"] = subset_duplicates(timing["out"], large["prepared"])
             results["neighbour_search_seconds"] = neighbour_search_seconds()
         for name, timing in results["timing"].items():
             out = timing.pop("out")
