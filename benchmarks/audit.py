@@ -536,7 +536,32 @@ def report(results: dict) -> None:
     if "loop" in results:
         loop = results["loop"]
         print(f"\nthe loop: {loop['moves']}; val top-1 {loop['top1_before']:.1%} -> {loop['top1_after']:.1%}")
+    for line in target_lines(results):
+        print(line)
     print(f"({results['minutes']:.1f} min)")
+
+
+def target_lines(results: dict) -> list[str]:
+    """Each of the issue's targets that this run measured, PASS or FAIL."""
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    lines = ["\ntargets:"]
+    if "generated_flips" in results:
+        g = results["generated_flips"]
+        lines += [f"  generated flips, {probs}: precision@k {s['precision_at_k']:.2f} >= 0.8, recall@2k "
+                  f"{s['recall_at_2k']:.2f} >= 0.9: {verdict(s['precision_at_k'] >= 0.8 and s['recall_at_2k'] >= 0.9)}"
+                  f"{'' if g['top1'] >= 0.9 else ' (but the model is under 90%)'}" for probs, s in g["scores"].items()]
+    for epochs, r in results.get("duplicates", {}).get("runs", {}).items():
+        d, o = r["duplicates"], r["outliers"]
+        lines += [f"  duplicates, {epochs}-epoch model: recall {d['recall']:.3f} >= 0.95: {verdict(d['recall'] >= 0.95)}; "
+                  f"not planted {d['not_planted_share']:.3f} <= 0.01: {verdict(d['not_planted_share'] <= 0.01)}",
+                  f"  outliers, {epochs}-epoch model: all 6 planted flagged: "
+                  f"{verdict(all(rank is not None for rank in o['ranks'].values()))}"]
+    for name, t in results.get("timing", {}).items():
+        lines.append(f"  time, {name}: audit per image <= evaluate per image: {t['per_image']['ratio']:.2f}x: "
+                     f"{verdict(t['per_image']['ratio'] <= 1)}")
+    return lines
 
 
 if __name__ == "__main__":
