@@ -4,14 +4,15 @@ themselves run on them (download, preprocess, train, evaluate, audit: one proces
 params.yaml derived from the repository's), and results/audit/issues.csv is scored against what was
 planted (issue 28, "Measured, not claimed").
 
-    .venv/bin/python benchmarks/audit.py [--parts 1,2,3,4,5,6] [--json out.json]   # about 15 min on 2 cores
+    .venv/bin/python benchmarks/audit.py [--parts 1,2,3,4,5,6] [--json out.json]
+    # about 7-9 min on 2 cores, longer while other jobs run; --label-size 64 adds about 3 min
 
 Every folder is an own photo folder (`data.dataset: folder`, train/ and val/ class folders) written
 from the real Tiny ImageNet subset (`../shared/data`, original JPEGs, 64x64) with seeded draws:
 
 1. label flips, real photos: 10 classes x 80 train photos (their 50 val photos each); 5% of the
    train photos moved into another class's folder; resnet18 from scratch (`--label-epochs`,
-   `--label-size` px: 32 by default, for time; 64 takes about 11 min for this part alone); the
+   `--label-size` px: 32 by default, for time; 64 takes 2.6 min for this part alone, 11 under load); the
    audit with `audit.train_probs` model, logistic and knn. Scored: precision at k (k = the flips)
    and recall at 2k, ranking the train images by issues.csv's label rows in their order (most
    suspect first). issues.csv lists only the images cleanlab flags, so when it has fewer than k (or
