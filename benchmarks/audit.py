@@ -14,9 +14,8 @@ from the real Tiny ImageNet subset (`../shared/data`, original JPEGs, 64x64) wit
    train photos moved into another class's folder; resnet18 from scratch (`--label-epochs`,
    `--label-size` px: 32 by default, for time; 64 takes 2.6 min for this part alone, 11 under load); the
    audit with `audit.train_probs` model, logistic and knn. Scored: precision at k (k = the flips)
-   and recall at 2k, ranking the train images by issues.csv's label rows in their order (most
-   suspect first). issues.csv lists only the images cleanlab flags, so when it has fewer than k (or
-   2k) train label rows the rest of the ranking counts as misses: a lower bound.
+   and recall at 2k of the train images ranked by label quality (label_scores.csv, every image);
+   also how many train images cleanlab flags (issues.csv's label rows) and how many of those are flips.
 2. label flips, the mechanism: the same on generated images (`download.source: generated`, 10
    classes, decoded from the prepared arrays and written as PNG class folders, 5% flipped), a model
    that reaches >= 90% val top-1 (`--generated-epochs`). Targets: precision@k >= 0.8, recall@2k >= 0.9.
@@ -37,9 +36,10 @@ from the real Tiny ImageNet subset (`../shared/data`, original JPEGs, 64x64) wit
    predict pass; evaluate runs over val only, the audit over every split: compared per image), and
    the processes' wall time per image; the exact neighbour search (which grows with the square of
    the images) timed on 10,000 and 30,000 random vectors and extrapolated to 100,000.
-6. the loop: part 1's train label rows (train_probs logistic) accepted: there is no
-   `data.corrections` in this tree, so each flagged train photo is moved into its suggested
-   class's folder (val stays: it measures); retrained the same way; val top-1 before and after.
+6. the loop, as a user runs it: `tinyclf audit accept issues.csv --kind label --split train --top N`
+   (part 1's audit, train_probs logistic; `--accept-top`, 20 by default as in the README) written
+   to a corrections file, preprocess run again with `data.corrections` naming it, retrained the same
+   way; val top-1 before and after (val untouched: it measures), and what the accepted lines did.
 
 Figures: docs/benchmarks.md, "The data audit".
 """
@@ -51,6 +51,7 @@ import csv
 import io
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +77,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="the real Tiny ImageNet subset (default %(default)s)")
     parser.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run (default %(default)s)")
     parser.add_argument("--label-epochs", type=int, default=20, help="part 1's epochs (default %(default)s)")
+    parser.add_argument("--accept-top", type=int, default=20,
+                        help="part 6: the label findings accepted, most suspect first (default %(default)s)")
     parser.add_argument("--label-size", type=int, default=32, help="part 1's image size (default %(default)s)")
     parser.add_argument("--generated-epochs", type=int, default=8, help="part 2's epochs (default %(default)s)")
     parser.add_argument("--dup-epochs", default="2,20", help="part 3's two models' epochs (default %(default)s)")
@@ -125,7 +128,8 @@ class Stages:
         stage("audit", params, "--data", str(prepared), "--model", str(model), "--out", str(out), quiet=True)
         wall = time.perf_counter() - started
         rows = list(csv.DictReader(io.StringIO((out / "issues.csv").read_text())))
-        return {"rows": rows, "summary": json.loads((out / "summary.json").read_text()),
+        ranked = list(csv.DictReader(io.StringIO((out / "label_scores.csv").read_text())))
+        return {"rows": rows, "ranked": ranked, "summary": json.loads((out / "summary.json").read_text()),
                 "speed": json.loads((out / "speed.json").read_text()), "wall": wall, "out": out}
 
     def evaluate(self, name: str, prepared: Path, model: Path, settings: dict, dataset: str = "folder") -> dict:
@@ -158,15 +162,16 @@ def flip_labels(root: Path, share: float, rng: np.random.Generator) -> dict[str,
     return flipped
 
 
-def label_scores(rows: list[dict], flipped: dict[str, str]) -> dict:
-    """Precision at k and recall at 2k of the train label rows (issues.csv's order) against the flips,
-    missing ranks counted as misses; and what cleanlab flagged among train in all."""
-    k = len(flipped)
-    ranked = [r["source"] for r in rows if r["kind"] == "label" and r["split"] == "train"]
-    hits = [source in flipped for source in ranked]
+def label_scores(audit: dict, flipped: dict[str, str]) -> dict:
+    """Precision at k and recall at 2k of the train images ranked by label quality (label_scores.csv,
+    every image, lowest quality first) against the flips; and what cleanlab flagged (issues.csv)."""
+    k, rows = len(flipped), audit["rows"]
+    ranking = [r["source"] for r in audit["ranked"] if r["split"] == "train"]
+    hits = [source in flipped for source in ranking]
+    flagged = [r["source"] for r in rows if r["kind"] == "label" and r["split"] == "train"]
     correct = sum(1 for r in rows if r["kind"] == "label" and r["source"] in flipped
                   and r["suggested_label"] == flipped[r["source"]])
-    return {"k": k, "flagged_train": len(ranked), "flagged_hits": sum(hits),
+    return {"k": k, "flagged_train": len(flagged), "flagged_hits": sum(s in flipped for s in flagged),
             "precision_at_k": sum(hits[:k]) / k, "recall_at_2k": sum(hits[:2 * k]) / k,
             "suggested_true_class": correct}
 
@@ -188,12 +193,12 @@ def part_label_flips(stages: Stages, subset: tuple[dict, dict], args: argparse.N
     for probs in TRAIN_PROBS:
         audit = stages.audit(f"flips_audit_{probs}", stages.tmp / "flips", model["model"],
                              {**settings, "audit.train_probs": probs})
-        scores[probs], rows[probs] = label_scores(audit["rows"], flipped), audit["rows"]
+        scores[probs], rows[probs] = label_scores(audit, flipped), audit["out"]
         print(f"  train_probs {probs}: {describe_labels(scores[probs])}", flush=True)
     result = {"classes": len(wnids), "train_photos": 80 * len(wnids), "flipped": len(flipped),
               "image_size": args.label_size, "epochs": args.label_epochs, "top1": model["top1"],
               "train_seconds": model["seconds"], "scores": scores}
-    return {"result": result, "root": root, "rows": rows["logistic"], "flipped": flipped, "settings": settings}
+    return {"result": result, "root": root, "audit_out": rows["logistic"], "flipped": flipped, "settings": settings}
 
 
 def describe_labels(s: dict) -> str:
@@ -232,7 +237,7 @@ def part_generated_flips(stages: Stages, args: argparse.Namespace) -> dict:
     for probs in TRAIN_PROBS:
         audit = stages.audit(f"generated_audit_{probs}", stages.tmp / "generated_flips", model["model"],
                              {**settings, "audit.train_probs": probs})
-        scores[probs] = label_scores(audit["rows"], flipped)
+        scores[probs] = label_scores(audit, flipped)
         print(f"  train_probs {probs}: {describe_labels(scores[probs])}", flush=True)
     return {"flipped": len(flipped), "epochs": args.generated_epochs, "top1": model["top1"],
             "train_seconds": model["seconds"], "scores": scores}
@@ -442,24 +447,26 @@ def subset_duplicates(out: Path, prepared: Path) -> dict:
     return {"reported": reported, "identical_across_splits": identical, "identical_found": sum(found)}
 
 
-def part_loop(stages: Stages, flips: dict) -> dict:
-    """Part 6: each train photo the audit flags (part 1, train_probs logistic) moved into its
-    suggested class's folder (val stays as it was: it measures), retrained the same way."""
-    root, flipped, moves = flips["root"], flips["flipped"], {"fixed": 0, "moved_elsewhere": 0, "broken": 0}
-    for row in (r for r in flips["rows"] if r["kind"] == "label" and r["split"] == "train"):
-        photo = root / row["source"]
-        photo.rename(root / "train" / row["suggested_label"] / photo.name)
-        if row["source"] not in flipped:
-            moves["broken"] += 1
-        else:
-            moves["fixed" if flipped[row["source"]] == row["suggested_label"] else "moved_elsewhere"] += 1
-    settings = flips["settings"]
-    model = stages.train("loop_model", stages.prepare("loop", root, settings), settings)
+def part_loop(stages: Stages, flips: dict, top: int) -> dict:
+    """Part 6: `tinyclf audit accept … --kind label --split train --top N` into a corrections file,
+    preprocess again with data.corrections naming it, retrain the same way (val untouched: it measures)."""
+    flipped, moves = flips["flipped"], {"fixed": 0, "moved_elsewhere": 0, "broken": 0}
+    fixes = stages.tmp / "corrections.csv"
+    accepted = subprocess.run([sys.executable, "-m", "tinyclf.commands.cli", "audit", "accept",
+                               str(flips["audit_out"] / "issues.csv"), "--kind", "label", "--split", "train",
+                               "--top", str(top), "--corrections", str(fixes)], capture_output=True, text=True, check=True)
+    fixes.write_text("source,action,class\n" + accepted.stdout)
+    for source, _, suggested in csv.reader(io.StringIO(accepted.stdout)):
+        key = "broken" if source not in flipped else "fixed" if flipped[source] == suggested else "moved_elsewhere"
+        moves[key] += 1
+    settings = {**flips["settings"], "data.corrections": str(fixes)}
+    model = stages.train("loop_model", stages.prepare("loop", flips["root"], settings), settings)
     before = flips["result"]["top1"]
-    print(f"part 6: {sum(moves.values())} train photos moved to the suggested class ({moves['fixed']} flips "
-          f"put right, {moves['moved_elsewhere']} flips moved to a third class, {moves['broken']} clean photos "
+    print(f"part 6: {sum(moves.values())} train photos relabelled to the suggested class ({moves['fixed']} flips "
+          f"put right, {moves['moved_elsewhere']} flips to a third class, {moves['broken']} clean photos "
           f"mislabelled); val top-1 {before:.1%} before, {model['top1']:.1%} after", flush=True)
-    return {"moves": moves, "top1_before": before, "top1_after": model["top1"], "train_seconds": model["seconds"]}
+    return {"accepted": top, "moves": moves, "top1_before": before, "top1_after": model["top1"],
+            "train_seconds": model["seconds"]}
 
 
 # ------------------------------------------------------------------------------ the run
@@ -487,7 +494,7 @@ def run_parts(stages: Stages, parts: set[int], args: argparse.Namespace) -> dict
             if args.keep_sheets and name != "20 classes, own photos":
                 shutil.copy(out / "sheets" / "duplicate.png", args.keep_sheets / "whole_subset_duplicate.png")
     if 6 in parts:
-        results["loop"] = part_loop(stages, flips)
+        results["loop"] = part_loop(stages, flips, args.accept_top)
     return results
 
 

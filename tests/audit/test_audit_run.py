@@ -106,6 +106,19 @@ def test_planted_flips_come_out_on_top_with_their_true_class_suggested(audited):
     assert summary["counts"]["label"] == len([r for r in rows if r["kind"] == "label"])
 
 
+def test_label_scores_rank_every_image_lowest_quality_first(audited):
+    root, planted, rows, summary = audited
+    scores = list(csv.DictReader((root / "audit" / "label_scores.csv").open()))
+    assert len(scores) == summary["images"]["total"]
+    quality = [float(r["label_quality"]) for r in scores]
+    assert quality == sorted(quality)
+    assert {r["source"] for r in scores if r["flagged"] == "1"} == {r["source"] for r in rows if r["kind"] == "label"}
+    # Ranked, the flips lead: of the train images, the 6 of lowest quality hold at least 5 of the 6 flips.
+    flipped = {planted["sources"]["train"][row] for row in FLIPPED}
+    train = [r["source"] for r in scores if r["split"] == "train" and r["source"] != planted["noise"]]
+    assert len(flipped & set(train[:len(FLIPPED)])) >= 5, train[:len(FLIPPED)]
+
+
 def test_each_copy_in_val_is_paired_with_its_train_original_and_nothing_else_is(audited):
     _, planted, rows, summary = audited
     pairs = {(r["source"], r["duplicate_of"]) for r in rows if r["kind"] == "duplicate"}

@@ -2,12 +2,16 @@
 copies of one photo.
 
 Candidates are each image's nearest neighbours by the model's features and by its pixels (a
-12×12 colour thumbnail, mean removed, so a brightened copy stays close); a candidate pair is
-reported when the pixels agree (thumbnail cosine ≥ `audit.duplicate_pixel_similarity`) and a
-perceptual hash confirms it (imagehash's pHash, Hamming distance ≤ `audit.duplicate_hash_distance`
-of 64 bits). The decision never reads the model's features, so how well the model was trained does
-not change which copies are found; the features only add candidates (recall and false pairs
-measured on real photos: docs/benchmarks.md, "The data audit").
+12×12 colour thumbnail, mean removed, so a brightened copy stays close). A candidate pair whose
+thumbnails are roughly alike (cosine ≥ `PREFILTER`) is then aligned: each image is compared with
+the other's whole frame and 18 crops of it (90% and 95% of each side, at the corners, edges and
+centre), because a cropped copy's plain thumbnail and hash drift apart as much as two different
+photos'. The pair is reported when the best alignment's thumbnails agree (cosine ≥
+`audit.duplicate_pixel_similarity`) and a perceptual hash confirms it there (imagehash's pHash of
+the aligned crop and of the other image, Hamming distance ≤ `audit.duplicate_hash_distance` of 64
+bits). The decision never reads the model's features, so how well the model was trained does not
+change which copies are found; the features only add candidates (recall and false pairs measured
+on real photos: docs/benchmarks.md, "The data audit").
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from tinyclf.audit.neighbours import Neighbours, nearest, unit_rows
+from tinyclf.audit.neighbours import Neighbours, unit_rows
 
 THUMB_SIDE = 12
-PIXEL_NEIGHBOURS = 3  # a copy is its original's nearest thumbnail in practice; 3 leaves room
+PREFILTER = 0.75  # plain thumbnail cosine below which no alignment is tried (5%-cropped copies: 0.81 and up)
+CROP_SIDES = (0.95, 0.9)  # the crops tried when aligning, as shares of each side
 CHUNK = 4096
 
 
@@ -34,15 +39,19 @@ class DuplicatePairs:
     hash_distance: np.ndarray
 
 
-def thumbnails(images: np.ndarray) -> np.ndarray:
+def thumbnails(images) -> np.ndarray:
     """N×(12·12·3) unit vectors of the images' small colour thumbnails, each with its mean removed."""
     out = np.empty((len(images), THUMB_SIDE * THUMB_SIDE * 3), np.float32)
     for start in range(0, len(images), CHUNK):
-        block = np.asarray(images[start:start + CHUNK])
-        small = np.stack([cv2.resize(img, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-                          for img in block]).reshape(len(block), -1).astype(np.float32)
-        out[start:start + len(block)] = small - small.mean(axis=1, keepdims=True)
+        block = images[start:start + CHUNK]
+        out[start:start + len(block)] = _raw_thumbnails(block)
     return unit_rows(out)
+
+
+def _raw_thumbnails(images) -> np.ndarray:
+    small = np.stack([cv2.resize(np.ascontiguousarray(img), (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+                      for img in images]).reshape(len(images), -1).astype(np.float32)
+    return small - small.mean(axis=1, keepdims=True)
 
 
 def perceptual_hash(image: np.ndarray) -> np.ndarray:
@@ -50,20 +59,48 @@ def perceptual_hash(image: np.ndarray) -> np.ndarray:
     import imagehash
     from PIL import Image
 
-    return imagehash.phash(Image.fromarray(image)).hash.reshape(-1)
+    return imagehash.phash(Image.fromarray(np.ascontiguousarray(image))).hash.reshape(-1)
 
 
-def find_duplicates(thumbs: np.ndarray, feature_neighbours: Neighbours, image_at, *, min_pixel_similarity: float,
-                    max_hash_distance: int) -> DuplicatePairs:
-    """Confirmed near-duplicate pairs among all rows; `image_at(i)` returns row i's pixels."""
-    pixel_neighbours = nearest(thumbs, PIXEL_NEIGHBOURS)
-    candidates = _candidate_pairs(feature_neighbours.indices, pixel_neighbours.indices)
-    similarity = np.einsum("ij,ij->i", thumbs[candidates[:, 0]], thumbs[candidates[:, 1]])
-    keep = similarity >= min_pixel_similarity
-    candidates, similarity = candidates[keep], similarity[keep]
-    hashes = {row: perceptual_hash(image_at(row)) for row in np.unique(candidates)}
-    distance = np.array([int((hashes[a] != hashes[b]).sum()) for a, b in candidates], np.int64)
-    confirmed = distance <= max_hash_distance
+def crops(image: np.ndarray) -> list[np.ndarray]:
+    """The image and its crops of CROP_SIDES of each side at the 9 anchor points (corners, edges, centre)."""
+    h, w = image.shape[:2]
+    out = [image]
+    for side in CROP_SIDES:
+        ch, cw = int(round(h * side)), int(round(w * side))
+        for top in (0, (h - ch) // 2, h - ch):
+            for left in (0, (w - cw) // 2, w - cw):
+                out.append(image[top:top + ch, left:left + cw])
+    return out
+
+
+def aligned_match(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """(thumbnail cosine, pHash distance) of the pair at its best alignment: each image's crops
+    against the other's whole frame, the crop resized back to the frame's size for the hash."""
+    whole = unit_rows(_raw_thumbnails([a, b]))
+    best, pair = -2.0, (a, b)
+    for crop_of, other, other_thumb in ((a, b, whole[1]), (b, a, whole[0])):
+        candidates = crops(crop_of)
+        similarity = unit_rows(_raw_thumbnails(candidates)) @ other_thumb
+        at = int(np.argmax(similarity))
+        if similarity[at] > best:
+            best, pair = float(similarity[at]), (candidates[at], other)
+    crop, other = pair
+    resized = cv2.resize(np.ascontiguousarray(crop), (other.shape[1], other.shape[0]), interpolation=cv2.INTER_AREA)
+    return best, int((perceptual_hash(resized) != perceptual_hash(other)).sum())
+
+
+def find_duplicates(thumbs: np.ndarray, neighbours: tuple[Neighbours, Neighbours], image_at, *,
+                    min_pixel_similarity: float, max_hash_distance: int) -> DuplicatePairs:
+    """Confirmed near-duplicate pairs among all rows, from each row's (feature, thumbnail) neighbours;
+    `image_at(i)` returns row i's pixels."""
+    candidates = _candidate_pairs(*(n.indices for n in neighbours))
+    plain = np.einsum("ij,ij->i", thumbs[candidates[:, 0]], thumbs[candidates[:, 1]])
+    candidates = candidates[plain >= PREFILTER]
+    matches = [aligned_match(image_at(a), image_at(b)) for a, b in candidates]
+    similarity = np.array([m[0] for m in matches], np.float64)
+    distance = np.array([m[1] for m in matches], np.int64)
+    confirmed = (similarity >= min_pixel_similarity) & (distance <= max_hash_distance)
     return DuplicatePairs(candidates[confirmed], similarity[confirmed], distance[confirmed])
 
 

@@ -8,11 +8,16 @@ suspect first within each; the columns:
 - split, source: the image, as `data/prepared/<split>/sources.json` names it (what `data.corrections`
   takes);
 - score: how suspect, 0–1 for label (1 − the out-of-sample probability of the given label) and
-  duplicate (the pixels' similarity); the feature-space distance to the k-th neighbour for outlier;
+  duplicate (the aligned thumbnails' similarity); for outlier, how many interquartile ranges the
+  distance to the k-th neighbour lies above the third quartile (features or pixels, the larger);
 - given_label, suggested_label: class ids; suggested is the most probable class for a label issue,
   and the copy's class for a duplicate filed under another class;
 - duplicate_of, duplicate_split: the other image of a duplicate pair (the earlier split's: for a
   copy across train and val, `source` is the val image and `duplicate_of` the train one).
+
+label_scores.csv ranks every image, not only those cleanlab flags, by its label quality (the
+out-of-sample probability of its given label, lowest first): cleanlab's list is its estimate of how
+many labels are wrong, and a user going further down, or a benchmark scoring a ranking, reads this.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tinyclf import atomic
 from tinyclf.data.arrays import prepared_output
 
 COLUMNS = ("kind", "split", "source", "score", "given_label", "suggested_label", "duplicate_of", "duplicate_split")
+SCORE_COLUMNS = ("split", "source", "label_quality", "given_label", "suggested_label", "flagged")
 KINDS = ("label", "duplicate", "outlier")
 SHEET_TITLES = {"label": "Likely label issues: given → suggested class",
                 "duplicate": "Near-duplicates: the image and its copy",
@@ -40,12 +46,12 @@ def write_disabled(out_dir: Path, params, dataset: str) -> dict:
            else f"audit.enabled is auto, which audits own photo folders only (data.dataset: {dataset})")
     summary = {"enabled": False, "why": why}
     with prepared_output(out_dir) as tmp:
-        write_outputs(tmp, [], summary, {}, {"seconds": 0.0})
+        write_outputs(tmp, ([], []), summary, {}, {"seconds": 0.0})
     return summary
 
 
-def assemble(data, params, issues, pairs, outliers) -> tuple[list[dict], dict, dict]:
-    """(issues.csv rows, summary.json, {kind: figure})."""
+def assemble(data, params, issues, pairs, outliers) -> tuple[tuple[list[dict], list[dict]], dict, dict]:
+    """((issues.csv rows, label_scores.csv rows), summary.json, {kind: figure})."""
     labels = data.labels()
     rows = _label_rows(data, issues) + _duplicate_rows(data, pairs, labels) + _outlier_rows(data, outliers)
     summary = {
@@ -57,13 +63,22 @@ def assemble(data, params, issues, pairs, outliers) -> tuple[list[dict], dict, d
         "label_issues_by_split": _by_split(rows, "label", data.splits),
         "duplicates": _duplicate_counts(rows),
         "held_out_accuracy": _held_out_accuracy(data, pairs),
-        "outlier_fence": round(outliers.fence, 4),
         "settings": {"neighbours": params.neighbours, "duplicate_pixel_similarity": params.duplicate_pixel_similarity,
                      "duplicate_hash_distance": params.duplicate_hash_distance, "outlier_fence": params.outlier_fence},
         "top": {kind: [r for r in rows if r["kind"] == kind][:10] for kind in KINDS},
     }
     sheets = {kind: _sheet(data, [r for r in rows if r["kind"] == kind][:params.sheet_images], kind) for kind in KINDS}
-    return rows, summary, sheets
+    return (rows, _score_rows(data, issues)), summary, sheets
+
+
+def _score_rows(data, issues) -> list[dict]:
+    labels, out = data.labels(), []
+    for row in np.argsort(issues.quality, kind="stable"):
+        split, local = data.locate(int(row))
+        out.append({"split": split, "source": data.sources[split][local],
+                    "label_quality": round(float(issues.quality[row]), 4), "given_label": data.class_ids[labels[row]],
+                    "suggested_label": data.class_ids[issues.suggested[row]], "flagged": int(issues.flagged[row])})
+    return out
 
 
 def _row(kind: str, split: str, source: str, score: float, given: str, suggested: str = "",
@@ -160,16 +175,19 @@ def _sheet(data, rows: list[dict], kind: str):
     return contact_sheet(tiles, captions, SHEET_TITLES[kind])
 
 
-def issues_csv(rows: list[dict]) -> str:
+def issues_csv(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def write_outputs(out_dir: Path, rows: list[dict], summary: dict, sheets: dict, speed: dict) -> None:
-    atomic.write_text(out_dir / "issues.csv", issues_csv(rows))
+def write_outputs(out_dir: Path, rows: tuple[list[dict], list[dict]], summary: dict, sheets: dict,
+                  speed: dict) -> None:
+    """issues.csv and label_scores.csv (`rows`), summary.json, speed.json, sheets/."""
+    atomic.write_text(out_dir / "issues.csv", issues_csv(rows[0]))
+    atomic.write_text(out_dir / "label_scores.csv", issues_csv(rows[1], SCORE_COLUMNS))
     atomic.write_json(out_dir / "summary.json", summary)
     atomic.write_json(out_dir / "speed.json", speed)
     (out_dir / "sheets").mkdir(exist_ok=True)

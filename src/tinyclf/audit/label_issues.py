@@ -23,6 +23,7 @@ import numpy as np
 
 from tinyclf.audit.neighbours import Neighbours
 
+KNN_VOTERS = 20  # neighbours whose labels vote: with 5, a quarter of a real folder's images tied at no votes
 KNN_TEMPERATURE = 0.05  # similarity → vote weight exp(sim / T): the nearest neighbours count most
 PROB_FLOOR = 1e-6  # no class is impossible: cleanlab's thresholds divide by per-class averages
 
@@ -74,12 +75,21 @@ def _floor(probs: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> LabelIssues:
-    """cleanlab's `find_label_issues` (prune by noise rate) and its self-confidence scores, in one process."""
+def find_label_issues(labels: np.ndarray, probs: np.ndarray, groups: list[np.ndarray]) -> LabelIssues:
+    """cleanlab's `find_label_issues` (prune by noise rate) and its self-confidence scores, in one process.
+
+    cleanlab estimates how many labels are wrong from how confident the probabilities are, so each
+    group of rows whose probabilities come from one source (train's cross-validated head; the
+    network on held-out images, which is sharper) is judged on its own: pooled, the sharper source
+    set the thresholds for both (on generated data, 32 of 50 planted flips flagged instead of 39).
+    """
     from cleanlab.filter import find_label_issues as cleanlab_find
     from cleanlab.rank import get_label_quality_scores
 
-    flagged = cleanlab_find(labels, probs, n_jobs=1)
+    flagged = np.zeros(len(labels), bool)
+    for rows in (g for g in groups if len(g)):
+        with warnings.catch_warnings():  # a class with few images in a group: said per class, not useful here
+            warnings.filterwarnings("ignore", message="May not flag all label issues")
+            flagged[rows] = cleanlab_find(labels[rows], probs[rows], n_jobs=1)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    return LabelIssues(flagged=np.asarray(flagged, bool), quality=np.asarray(quality, np.float64),
-                       suggested=probs.argmax(axis=1))
+    return LabelIssues(flagged=flagged, quality=np.asarray(quality, np.float64), suggested=probs.argmax(axis=1))

@@ -29,8 +29,8 @@ import numpy as np
 from tinyclf.audit import findings
 from tinyclf.audit.duplicates import find_duplicates, thumbnails
 from tinyclf.audit.features import FeatureModel, SplitPass, split_pass
-from tinyclf.audit.label_issues import cross_validated_probs, find_label_issues, knn_probs
-from tinyclf.audit.neighbours import nearest, project
+from tinyclf.audit.label_issues import KNN_VOTERS, cross_validated_probs, find_label_issues, knn_probs
+from tinyclf.audit.neighbours import Neighbours, nearest, project
 from tinyclf.audit.outliers import find_outliers
 from tinyclf.data import arrays
 from tinyclf.evaluate.run import check_compatible, default_device
@@ -70,6 +70,13 @@ class AuditedData:
     def image(self, row: int) -> np.ndarray:
         split, local = self.locate(row)
         return np.asarray(self.images[split][local])
+
+    def rows(self, split: str) -> np.ndarray:
+        """The global rows of `split`."""
+        return np.arange(self.offsets[split], self.offsets[split] + len(self.passes[split].labels))
+
+    def held_out_rows(self) -> np.ndarray:
+        return np.concatenate([self.rows(s) for s in self.splits if s != "train"] or [np.zeros(0, np.int64)])
 
     def labels(self) -> np.ndarray:
         return np.concatenate([self.passes[s].labels for s in self.splits])
@@ -115,14 +122,17 @@ def _analyse(data: AuditedData, params: AuditParams) -> tuple[list[dict], dict, 
     """(issues.csv rows, summary.json, the contact sheets' figures)."""
     features = [data.passes[s].features for s in data.splits]
     vectors = project(features)
-    neighbours = nearest(vectors, params.neighbours)
+    searched = nearest(vectors, max(params.neighbours, KNN_VOTERS if params.train_probs == "knn" else 0))
+    neighbours = Neighbours(searched.indices[:, :params.neighbours], searched.similarities[:, :params.neighbours])
     labels = data.labels()
-    probs = _out_of_sample_probs(data, params, vectors, neighbours)
-    issues = find_label_issues(labels, probs)
+    probs = _out_of_sample_probs(data, params, vectors, searched)
+    issues = find_label_issues(labels, probs, [data.rows("train"), data.held_out_rows()])
     thumbs = thumbnails(_ImagesView(data))
-    pairs = find_duplicates(thumbs, neighbours, data.image, min_pixel_similarity=params.duplicate_pixel_similarity,
+    pixel_neighbours = nearest(thumbs, params.neighbours)
+    pairs = find_duplicates(thumbs, (neighbours, pixel_neighbours), data.image,
+                            min_pixel_similarity=params.duplicate_pixel_similarity,
                             max_hash_distance=params.duplicate_hash_distance)
-    outliers = find_outliers(neighbours, params.outlier_fence)
+    outliers = find_outliers(neighbours, pixel_neighbours, params.outlier_fence)
     return findings.assemble(data, params, issues, pairs, outliers)
 
 
@@ -130,7 +140,7 @@ def _out_of_sample_probs(data: AuditedData, params: AuditParams, vectors: np.nda
     """Each image's class probabilities, out of sample: the model's own for val and test; for train
     as `audit.train_probs` says."""
     probs = np.concatenate([np.exp(data.passes[s].log_probs.astype(np.float64)) for s in data.splits])
-    train = np.arange(data.offsets["train"], data.offsets["train"] + len(data.passes["train"].labels))
+    train = data.rows("train")
     labels = data.labels()
     if params.train_probs == "logistic":
         probs[train] = cross_validated_probs(vectors[train], labels[train], params.folds)

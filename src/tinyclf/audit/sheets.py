@@ -20,7 +20,7 @@ def contact_sheet(tiles: Sequence[Sequence[np.ndarray]], captions: Sequence[str]
     per_tile = max((len(t) for t in tiles), default=1)
     cols = max(1, min(COLUMNS // per_tile if per_tile > 1 else COLUMNS, n))
     rows = max(1, -(-n // cols))
-    fig = new_figure(1.9 * per_tile * cols, 2.3 * rows + 0.4)
+    fig = new_figure(max(1.9 * per_tile * cols, 6.0), 2.3 * rows + 0.4)  # room for the title
     if n == 0:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "none found", ha="center", va="center", transform=ax.transAxes)

@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--kind", choices=KINDS, required=True, help="which findings: label (relabel to the suggested "
                    "class), duplicate (drop one of each pair), outlier (drop)")
     a.add_argument("--top", type=int, default=None, metavar="N", help="only the N most suspect (default: all)")
+    a.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="only findings in this split (e.g. train, so that val keeps measuring the same labels)")
     a.add_argument("--corrections", type=Path, default=Path("corrections.csv"),
                    help="skip sources this file already decides (default corrections.csv, if it exists)")
     return p
@@ -97,7 +99,8 @@ def _accept(args) -> int:
     if args.top is not None and args.top < 1:
         raise AcceptError(f"--top must be at least 1, got {args.top}")
     decided = decided_sources(args.corrections)
-    lines, skipped = accept_lines(read_issues(args.issues), args.kind, args.top, decided)
+    rows = [r for r in read_issues(args.issues) if args.split in (None, r["split"])]
+    lines, skipped = accept_lines(rows, args.kind, args.top, decided)
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(lines)
     sys.stdout.write(out.getvalue())
