@@ -3,7 +3,7 @@ splits, and outliers, each named by its source file.
 
     python stages/audit.py --data data/prepared --model models/model.pt --out results/audit
 
-Writes issues.csv, summary.json, speed.json and sheets/*.png under --out (docs/architecture.md).
+Writes issues.csv, label_scores.csv, summary.json, speed.json and sheets/*.png under --out (docs/architecture.md).
 Settings come from the `audit` section of params.yaml; with audit.enabled auto it runs for your own
 photo folders only, and otherwise writes a summary.json saying it was off.
 """

@@ -7,9 +7,10 @@ probabilities (`tinyclf.audit.features`); then, over all images at once:
 
 - likely label issues (`label_issues`: cleanlab on out-of-sample probabilities),
 - near-duplicates within and across splits (`duplicates`: pixels and a perceptual hash decide),
-- outliers (`outliers`: far from every other image in feature space).
+- outliers (`outliers`: far from every other image, in feature space or among the pixels).
 
-Outputs under `out_dir` (docs/architecture.md): issues.csv (one row per finding), summary.json
+Outputs under `out_dir` (docs/architecture.md): issues.csv (one row per finding), label_scores.csv
+(every image ranked by label quality), summary.json
 (counts, and how much held-out accuracy rests on images with a near-copy in train), sheets/ (a
 contact sheet per kind) and speed.json (timing, apart from the rest so the same model and data
 give the same bytes). With the audit off (`audit.enabled`), summary.json says so and the other
@@ -119,7 +120,7 @@ def _read_inputs(prepared_dir: Path, model_path: Path):
 
 
 def _analyse(data: AuditedData, params: AuditParams) -> tuple[list[dict], dict, dict]:
-    """(issues.csv rows, summary.json, the contact sheets' figures)."""
+    """((issues.csv rows, label_scores.csv rows), summary.json, the contact sheets' figures)."""
     features = [data.passes[s].features for s in data.splits]
     vectors = project(features)
     searched = nearest(vectors, max(params.neighbours, KNN_VOTERS if params.train_probs == "knn" else 0))
