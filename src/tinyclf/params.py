@@ -243,7 +243,7 @@ class AuditParams:
     train_probs: str = _f("logistic", choices=("logistic", "knn", "model"))
     folds: int = _f(5, ge=2, le=20)
     neighbours: int = _f(5, ge=1, le=100)
-    duplicate_pixel_similarity: float = _f(0.93, gt=0, le=1)
+    duplicate_pixel_similarity: float = _f(0.97, gt=0, le=1)
     duplicate_hash_distance: int = _f(12, ge=0, le=64)
     outlier_fence: float = _f(3.0, ge=0)
     sheet_images: int = _f(24, ge=1, le=200)

@@ -39,19 +39,23 @@ class DuplicatePairs:
     hash_distance: np.ndarray
 
 
-def thumbnails(images) -> np.ndarray:
-    """N×(12·12·3) unit vectors of the images' small colour thumbnails, each with its mean removed."""
+def thumbnails(images, *, per_channel: bool = False) -> np.ndarray:
+    """N×(12·12·3) unit vectors of the images' small colour thumbnails, each with its mean removed
+    (each channel's own mean with `per_channel`: then a blank frame of any colour is the zero vector,
+    like no photo, where one overall mean would leave its colour cast, which matches any photo of
+    that cast)."""
     out = np.empty((len(images), THUMB_SIDE * THUMB_SIDE * 3), np.float32)
     for start in range(0, len(images), CHUNK):
         block = images[start:start + CHUNK]
-        out[start:start + len(block)] = _raw_thumbnails(block)
+        out[start:start + len(block)] = _raw_thumbnails(block, per_channel)
     return unit_rows(out)
 
 
-def _raw_thumbnails(images) -> np.ndarray:
+def _raw_thumbnails(images, per_channel: bool = False) -> np.ndarray:
     small = np.stack([cv2.resize(np.ascontiguousarray(img), (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-                      for img in images]).reshape(len(images), -1).astype(np.float32)
-    return small - small.mean(axis=1, keepdims=True)
+                      for img in images]).astype(np.float32)
+    means = small.mean(axis=(1, 2), keepdims=True) if per_channel else small.mean(axis=(1, 2, 3), keepdims=True)
+    return (small - means).reshape(len(images), -1)
 
 
 def perceptual_hash(image: np.ndarray) -> np.ndarray:

@@ -129,11 +129,11 @@ def _analyse(data: AuditedData, params: AuditParams) -> tuple[list[dict], dict, 
     probs = _out_of_sample_probs(data, params, vectors, searched)
     issues = find_label_issues(labels, probs, [data.rows("train"), data.held_out_rows()])
     thumbs = thumbnails(_ImagesView(data))
-    pixel_neighbours = nearest(thumbs, params.neighbours)
-    pairs = find_duplicates(thumbs, (neighbours, pixel_neighbours), data.image,
+    pairs = find_duplicates(thumbs, (neighbours, nearest(thumbs, params.neighbours)), data.image,
                             min_pixel_similarity=params.duplicate_pixel_similarity,
                             max_hash_distance=params.duplicate_hash_distance)
-    outliers = find_outliers(neighbours, pixel_neighbours, params.outlier_fence)
+    structure = nearest(thumbnails(_ImagesView(data), per_channel=True), params.neighbours)
+    outliers = find_outliers(neighbours, structure, params.outlier_fence)
     return findings.assemble(data, params, issues, pairs, outliers)
 
 
