@@ -8,8 +8,8 @@ suspect first within each; the columns:
 - split, source: the image, as `data/prepared/<split>/sources.json` names it (what `data.corrections`
   takes);
 - score: how suspect, 0–1 for label (1 − the out-of-sample probability of the given label) and
-  duplicate (the aligned thumbnails' similarity); for outlier, how many interquartile ranges the
-  distance to the k-th neighbour lies above the third quartile (features or pixels, the larger);
+  duplicate (the aligned thumbnails' similarity); for outlier, how far beyond the outlier limit
+  (1 = at it; `tinyclf.audit.outliers`), in features or pixels, whichever is further;
 - given_label, suggested_label: class ids; suggested is the most probable class for a label issue,
   and the copy's class for a duplicate filed under another class;
 - duplicate_of, duplicate_split: the other image of a duplicate pair (the earlier split's: for a
