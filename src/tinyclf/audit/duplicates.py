@@ -78,6 +78,19 @@ def crops(image: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def aligned_similarities(pairs: np.ndarray, image_at) -> np.ndarray:
+    """Each pair's best aligned thumbnail cosine (each image's crops against the other's whole frame),
+    the crops' thumbnails made once per image per chunk of pairs: a few microseconds a pair, so only
+    the pairs that pass go on to the perceptual hash, the costly part."""
+    out = np.empty(len(pairs), np.float64)
+    for start in range(0, len(pairs), CHUNK):
+        chunk = pairs[start:start + CHUNK]
+        cropped = {row: unit_rows(_raw_thumbnails(crops(image_at(row)))) for row in np.unique(chunk).tolist()}
+        for i, (a, b) in enumerate(chunk.tolist()):
+            out[start + i] = max(float((cropped[a] @ cropped[b][0]).max()), float((cropped[b] @ cropped[a][0]).max()))
+    return out
+
+
 def aligned_match(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     """(thumbnail cosine, pHash distance) of the pair at its best alignment: each image's crops
     against the other's whole frame, the crop resized back to the frame's size for the hash."""
@@ -101,6 +114,7 @@ def find_duplicates(thumbs: np.ndarray, neighbours: tuple[Neighbours, Neighbours
     candidates = _candidate_pairs(*(n.indices for n in neighbours))
     plain = np.einsum("ij,ij->i", thumbs[candidates[:, 0]], thumbs[candidates[:, 1]])
     candidates = candidates[plain >= PREFILTER]
+    candidates = candidates[aligned_similarities(candidates, image_at) >= min_pixel_similarity]
     matches = [aligned_match(image_at(a), image_at(b)) for a, b in candidates]
     similarity = np.array([m[0] for m in matches], np.float64)
     distance = np.array([m[1] for m in matches], np.int64)
