@@ -87,7 +87,7 @@ def test_the_audit_runs_for_a_folder_and_the_report_shows_it(pipeline):
     assert all(r["source"] in sources[r["split"]] for r in rows)
     assert {k: sum(r["kind"] == k for r in rows) for k in ("label", "duplicate", "outlier")} == summary["counts"]
     report = (repo / "results/summary/report.md").read_text()
-    assert "## Data audit" in report and f"**{summary['counts']['label']} likely label issues" in report
+    assert "## Data audit" in report and f"**{summary['counts']['label']} likely label issue" in report
     for kind in ("label", "duplicate", "outlier"):
         if summary["counts"][kind]:
             assert f"(../audit/sheets/{kind}.png)" in report

@@ -25,17 +25,23 @@ def audit_section(inputs: Inputs, out_dir: Path | None) -> str | None:
     counts, images = summary["counts"], summary["images"]
     split_counts = ", ".join(f"{images[s]:,} {s}" for s in images if s != "total")
     lines += [f"The trained model looked at all {images['total']:,} images ({split_counts}): "
-              f"**{counts['label']} likely label issues, {counts['duplicate']} near-duplicate pairs, "
-              f"{counts['outlier']} outliers**, each by source file in `results/audit/issues.csv`.",
+              f"**{_count(counts['label'], 'likely label issue')}, {_count(counts['duplicate'], 'near-duplicate pair')}, "
+              f"{_count(counts['outlier'], 'outlier')}**, each by source file in `results/audit/issues.csv` (every "
+              "image ranked by label quality: `results/audit/label_scores.csv`).",
               "", _quality_note(summary), ""]
     lines += _held_out_lines(summary)
     for kind, title in KIND_TITLES.items():
         lines += _kind_lines(summary, kind, title, _sheet_link(inputs, out_dir, kind))
     lines += ["To act on them: review the sheets, then `tinyclf audit accept results/audit/issues.csv --kind label "
-              "--top 20 >> corrections.csv` (or `--kind duplicate`, `--kind outlier`), commit corrections.csv and "
+              "--split train --top 20 >> corrections.csv` (or `--kind duplicate`, `--kind outlier`), delete the lines "
+              "you disagree with, commit corrections.csv and "
               "`dvc exp run`: preprocess applies it (`data.corrections`), and `tinyclf compare` shows the run before "
               "and after.", ""]
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _quality_note(summary: dict) -> str:
@@ -58,7 +64,7 @@ def _held_out_lines(summary: dict) -> list[str]:
         if not copied:
             lines.append(f"- No {split} image has a near-copy in train.")
             continue
-        lines.append(f"- **{copied} of {figures['images']:,} {split} images have a near-copy in train**: top-1 "
+        lines.append(f"- **{copied} of {figures['images']:,} {split} images {'has' if copied == 1 else 'have'} a near-copy in train**: top-1 "
                      f"{pct(figures['top1_with_train_copy'])} on them, {pct(figures['top1_without'])} on the rest "
                      f"({pct(figures['top1'])} overall): the {split} figure reads that much high.")
     return lines + ([""] if lines else [])
