@@ -32,11 +32,12 @@ def pipeline(tmp_path_factory):
     return pub.repo, venv_env(pub.repo), pub.log
 
 
-def test_repro_runs_all_six_stages_in_order(pipeline):
+def test_repro_runs_all_seven_stages_in_order(pipeline):
     repo, _, output = pipeline
     assert ran_stages(output) == STAGES
     for path in ["data/raw/tiny-imagenet-200.zip", "data/prepared/train/images.npy", "models/model.pt", "models/model.onnx",
-                 "results/export/parity.json", "results/train/metrics.json", "results/evaluate/metrics.json", "results/summary/report.md"]:
+                 "results/export/parity.json", "results/train/metrics.json", "results/evaluate/metrics.json", "results/audit/summary.json",
+                 "results/summary/report.md"]:
         assert (repo / path).is_file(), path
 
 
@@ -109,7 +110,7 @@ def test_a_corrections_edit_reruns_preprocess_only(pipeline):
         path.write_text(original)
 
 
-def test_exp_run_reruns_only_train_evaluate_export_summarize_and_show_lists_both(pipeline):
+def test_exp_run_reruns_train_and_what_follows_and_show_lists_both(pipeline):
     repo, env, _ = pipeline
     out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.lr=0.01"], repo, env)
     assert ran_stages(out.stdout + out.stderr) == ["train", "evaluate", "audit", "export", "summarize"]
