@@ -52,7 +52,7 @@ def write_disabled(out_dir: Path, params, dataset: str) -> dict:
 
 def assemble(data, params, issues, pairs, outliers) -> tuple[tuple[list[dict], list[dict]], dict, dict]:
     """((issues.csv rows, label_scores.csv rows), summary.json, {kind: figure})."""
-    labels = data.labels()
+    labels = data.labels
     rows = _label_rows(data, issues) + _duplicate_rows(data, pairs, labels) + _outlier_rows(data, outliers)
     summary = {
         "enabled": True,
@@ -72,7 +72,7 @@ def assemble(data, params, issues, pairs, outliers) -> tuple[tuple[list[dict], l
 
 
 def _score_rows(data, issues) -> list[dict]:
-    labels, out = data.labels(), []
+    labels, out = data.labels, []
     for row in np.argsort(issues.quality, kind="stable"):
         split, local = data.locate(int(row))
         out.append({"split": split, "source": data.sources[split][local],
@@ -91,7 +91,7 @@ def _row(kind: str, split: str, source: str, score: float, given: str, suggested
 def _label_rows(data, issues) -> list[dict]:
     flagged = np.nonzero(issues.flagged)[0]
     flagged = flagged[np.argsort(issues.quality[flagged], kind="stable")]
-    labels, out = data.labels(), []
+    labels, out = data.labels, []
     for row in flagged:
         split, local = data.locate(int(row))
         out.append(_row("label", split, data.sources[split][local], 1.0 - issues.quality[row],
@@ -113,7 +113,7 @@ def _duplicate_rows(data, pairs, labels: np.ndarray) -> list[dict]:
 
 
 def _outlier_rows(data, outliers) -> list[dict]:
-    labels, out = data.labels(), []
+    labels, out = data.labels, []
     for row in outliers.flagged:
         split, local = data.locate(int(row))
         out.append(_row("outlier", split, data.sources[split][local], outliers.scores[row],
@@ -158,15 +158,14 @@ def _mean(values: np.ndarray) -> float | None:
 def _sheet(data, rows: list[dict], kind: str):
     from tinyclf.audit.sheets import contact_sheet, file_caption
 
-    index = {(s, src): i for s in data.splits for i, src in enumerate(data.sources[s])}
     tiles, captions = [], []
     for r in rows:
-        images = [data.image(data.offsets[r["split"]] + index[(r["split"], r["source"])])]
+        images = [data.image(data.row_of(r["split"], r["source"]))]
         caption = file_caption(r["source"])
         if kind == "label":
             caption += f"\n{r['given_label'][:12]} → {r['suggested_label'][:12]}"
         elif kind == "duplicate":
-            images.append(data.image(data.offsets[r["duplicate_split"]] + index[(r["duplicate_split"], r["duplicate_of"])]))
+            images.append(data.image(data.row_of(r["duplicate_split"], r["duplicate_of"])))
             caption += f"\n= {file_caption(r['duplicate_of'])}"
         else:
             caption += f"\n{r['given_label'][:12]}, {r['score']:.3f}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ class AuditedData:
     def __post_init__(self):
         self.images = {s: arrays.load_split(self.prepared_dir, s, mmap=True)[0] for s in self.splits}
 
-    @property
+    @cached_property  # asked for every row located: computed once
     def offsets(self) -> dict[str, int]:
         out, start = {}, 0
         for split in self.splits:
@@ -79,8 +80,18 @@ class AuditedData:
     def held_out_rows(self) -> np.ndarray:
         return np.concatenate([self.rows(s) for s in self.splits if s != "train"] or [np.zeros(0, np.int64)])
 
+    @cached_property
     def labels(self) -> np.ndarray:
+        """Every image's given label, in the global order."""
         return np.concatenate([self.passes[s].labels for s in self.splits])
+
+    @cached_property
+    def _rows_by_source(self) -> dict[tuple[str, str], int]:
+        return {(s, source): self.offsets[s] + i for s in self.splits for i, source in enumerate(self.sources[s])}
+
+    def row_of(self, split: str, source: str) -> int:
+        """The global row of the image `source` of `split`."""
+        return self._rows_by_source[(split, source)]
 
 
 def run_audit(prepared_dir: str | Path, model_path: str | Path, out_dir: str | Path, params: AuditParams,
@@ -125,7 +136,7 @@ def _analyse(data: AuditedData, params: AuditParams) -> tuple[list[dict], dict, 
     vectors = project(features)
     searched = nearest(vectors, max(params.neighbours, KNN_VOTERS if params.train_probs == "knn" else 0))
     neighbours = Neighbours(searched.indices[:, :params.neighbours], searched.similarities[:, :params.neighbours])
-    labels = data.labels()
+    labels = data.labels
     probs = _out_of_sample_probs(data, params, vectors, searched)
     issues = find_label_issues(labels, probs, [data.rows("train"), data.held_out_rows()])
     thumbs = thumbnails(_ImagesView(data))
@@ -142,7 +153,7 @@ def _out_of_sample_probs(data: AuditedData, params: AuditParams, vectors: np.nda
     as `audit.train_probs` says."""
     probs = np.concatenate([np.exp(data.passes[s].log_probs.astype(np.float64)) for s in data.splits])
     train = data.rows("train")
-    labels = data.labels()
+    labels = data.labels
     if params.train_probs == "logistic":
         probs[train] = cross_validated_probs(vectors[train], labels[train], params.folds)
     elif params.train_probs == "knn":
